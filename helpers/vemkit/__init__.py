@@ -1,0 +1,40 @@
+"""vemkit: from a raw volume-EM stack to measured organelles.
+
+The package is organised by pipeline stage, one small module per concern:
+
+- :mod:`vemkit.io` opens any volume file lazily with its voxel size and writes OME-Zarr.
+- :mod:`vemkit.datasets` fetches the public datasets of ``data_manifest.json`` with verified bytes.
+- :mod:`vemkit.synthetic` makes an EM-like phantom with exact ground truth.
+- :mod:`vemkit.viz` shows volumes as orthogonal slices, interactively or as static figures.
+- :mod:`vemkit.segment_classic` holds the classic heuristics (thresholds, watershed) used as baselines.
+- :mod:`vemkit.metrics` scores segmentations against ground truth.
+- :mod:`vemkit.cli` is the ``vemkit`` command line.
+
+Importing :mod:`vemkit` is cheap: submodules are imported on first use.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "cli",
+    "datasets",
+    "io",
+    "metrics",
+    "segment_classic",
+    "synthetic",
+    "viz",
+)
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vemkit.{name}")
+    raise AttributeError(f"module 'vemkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
