@@ -1,0 +1,309 @@
+"""Public volume-EM datasets from ``data_manifest.json``, downloaded once and verified byte for byte.
+
+Every file has a URL pinned to a commit and a SHA-256; :func:`fetch` downloads what is missing into
+the cache (``VEMKIT_DATA_DIR``, else the user's cache folder) through pooch, which writes to a
+temporary name and moves the file into place only once its hash matches, so a failed download never
+leaves a half-written file. Files already in the cache are re-hashed before use.
+:func:`load_dataset` opens a dataset's image and label volumes lazily with the voxel size.
+
+Not for: reading arbitrary files (:func:`vemkit.io.open_volume`) or synthetic data
+(:mod:`vemkit.synthetic`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ._volume import Volume
+
+__all__ = [
+    "Dataset",
+    "cache_dir",
+    "fetch",
+    "get_entry",
+    "list_datasets",
+    "load_dataset",
+    "manifest",
+]
+
+ENV_VAR = "VEMKIT_DATA_DIR"
+
+
+@lru_cache(maxsize=4)
+def _read_manifest(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def manifest(path=None) -> dict:
+    """The parsed data manifest (the package's copy unless ``path`` is given)."""
+    path = Path(path) if path is not None else Path(__file__).with_name("data_manifest.json")
+    return _read_manifest(str(path.resolve()))
+
+
+def list_datasets(path=None) -> list[str]:
+    """Names of the datasets in the manifest.
+
+    Examples
+    --------
+    >>> "drosophila_vnc_sstem" in list_datasets()
+    True
+    """
+    return sorted(manifest(path)["datasets"])
+
+
+def get_entry(name: str, path=None) -> dict:
+    """The manifest entry of dataset ``name``; a clear KeyError lists the known names."""
+    datasets = manifest(path)["datasets"]
+    if not isinstance(name, str) or name not in datasets:
+        raise KeyError(f"no dataset named {name!r} in the data manifest; known datasets: {', '.join(sorted(datasets))}")
+    return datasets[name]
+
+
+def cache_dir(name: str | None = None) -> Path:
+    """Where datasets are kept: ``$VEMKIT_DATA_DIR`` when set, else the user's cache folder.
+
+    A dataset ``name`` lives in ``cache_dir() / name``, laid out as in its source repository.
+    """
+    base = os.environ.get(ENV_VAR)
+    if base:
+        root = Path(base).expanduser()
+    else:
+        import pooch
+
+        root = Path(pooch.os_cache("vemkit"))
+    return root / name if name else root
+
+
+def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, manifest_path=None) -> Path:
+    """Download (if needed) and verify every file of dataset ``name``; return its folder.
+
+    Parameters
+    ----------
+    name : str
+        A dataset of the manifest (see :func:`list_datasets`).
+    files : list of str, optional
+        Only these paths of the dataset (default: all).
+    progress : bool
+        Show a progress bar over the files.
+    manifest_path : str or Path, optional
+        Another manifest (tests use this); default the package's own.
+
+    Returns
+    -------
+    Path
+        The dataset's folder in the cache.
+
+    Raises
+    ------
+    KeyError
+        Unknown dataset or file.
+    ValueError
+        A file's SHA-256 does not match the manifest (the bad download is discarded).
+    ConnectionError
+        A file is missing from the cache and could not be downloaded.
+    """
+    import pooch
+    from tqdm.auto import tqdm
+
+    entry = get_entry(name, manifest_path)
+    folder = cache_dir(name)
+    wanted = entry["files"]
+    if files is not None:
+        by_path = {f["path"]: f for f in wanted}
+        missing = [f for f in files if f not in by_path]
+        if missing:
+            raise KeyError(f"dataset {name!r} has no file(s) {missing}")
+        wanted = [by_path[f] for f in files]
+    registry = {f["path"]: f"sha256:{f['sha256']}" for f in wanted}
+    urls = {f["path"]: f["url"] for f in wanted}
+    store = pooch.create(path=folder, base_url="", registry=registry, urls=urls, retry_if_failed=2)
+    logger = pooch.get_logger()
+    old_level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        for f in tqdm(wanted, desc=f"fetch {name}", unit="file", disable=not progress):
+            processor = pooch.Unzip(extract_dir=f["path"] + ".unzip") if f.get("unpack") == "zip" else None
+            try:
+                store.fetch(f["path"], processor=processor, progressbar=False)
+            except ValueError as err:  # hash mismatch: pooch has already removed the download
+                raise ValueError(
+                    f"dataset {name!r}: {f['path']} does not match its SHA-256 in the manifest ({err}). "
+                    f"The bad file was not kept; delete any copy in {folder} and fetch again."
+                ) from err
+            except Exception as err:  # requests' connection errors, HTTP errors, full disk ...
+                raise ConnectionError(
+                    f"dataset {name!r}: could not get {f['path']} from {f['url']} ({type(err).__name__}: {err}). "
+                    f"Check the network, or set {ENV_VAR} to a folder that already holds the dataset "
+                    f"as <folder>/{name}/{f['path']}."
+                ) from err
+    finally:
+        logger.setLevel(old_level)
+    return folder
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: an image volume, label volumes and what they mean.
+
+    Attributes
+    ----------
+    name : str
+        Manifest name.
+    volume : str
+        Which of the dataset's volumes this is (e.g. ``"stack1"``).
+    image : Volume
+        The EM image, lazy, (z, y, x), with voxel size in nm.
+    labels : dict of str to Volume
+        Label volumes of the same shape: binary masks (0/1) or instance ids, see ``meanings``.
+    meanings : dict of str to str
+        What each label volume's values mean.
+    entry : dict
+        The manifest entry (licence, citation, voxel-size source ...).
+    """
+
+    name: str
+    volume: str
+    image: Volume
+    labels: dict = field(default_factory=dict)
+    meanings: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict)
+
+    @property
+    def voxel_size(self):
+        return self.image.voxel_size
+
+    @property
+    def citation(self) -> str:
+        return self.entry.get("citation", "")
+
+    @property
+    def licence(self) -> str:
+        return self.entry.get("licence", "")
+
+    def __repr__(self):
+        labels = ", ".join(f"{k} {v.dtype}" for k, v in self.labels.items()) or "none"
+        return f"Dataset({self.name}/{self.volume}: image {self.image.shape} {self.image.dtype} at {self.voxel_size} nm; labels: {labels})"
+
+
+def load_dataset(name: str, volume: str | None = None, *, progress: bool = True, manifest_path=None) -> Dataset:
+    """Fetch (if needed), verify and open a dataset of the manifest.
+
+    Parameters
+    ----------
+    name : str
+        e.g. ``"drosophila_vnc_sstem"``, ``"isbi2012"``, ``"flyem_medulla_fibsem"``.
+    volume : str, optional
+        Which volume of the dataset (``"stack1"``/``"stack2"``, ``"train"``/``"test"`` ...); default the
+        entry's ``default_volume``.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Dataset
+        Image and label volumes, lazily loaded, with the voxel size from the manifest.
+
+    Examples
+    --------
+    >>> ds = load_dataset("drosophila_vnc_sstem")  # doctest: +SKIP
+    >>> ds.image.shape, ds.voxel_size, sorted(ds.labels)  # doctest: +SKIP
+    ((20, 1024, 1024), (50.0, 4.6, 4.6), ['classes', 'membranes', 'mitochondria', 'synapses'])
+    """
+    from .io import open_volume
+
+    entry = get_entry(name, manifest_path)
+    volumes = entry.get("volumes")
+    if not volumes:
+        raise ValueError(f"dataset {name!r} has no loadable volumes in the manifest; use fetch({name!r}) for its files")
+    volume = volume or entry.get("default_volume") or next(iter(volumes))
+    if volume not in volumes:
+        raise KeyError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
+    spec = volumes[volume]
+    needed = _files_for(entry, spec)
+    folder = fetch(name, files=needed, progress=progress, manifest_path=manifest_path)
+    voxel = tuple(entry["voxel_size_nm"]) if entry.get("voxel_size_nm") else None
+    image = open_volume(str(folder / spec["image"]), voxel_size=voxel)
+    image.source = f"{name}/{volume}"
+    labels, meanings = {}, {}
+    for lname, lspec in spec.get("labels", {}).items():
+        labels[lname] = _load_label(folder, lspec, voxel, f"{name}/{volume}/{lname}")
+        meanings[lname] = lspec.get("meaning", "")
+        if labels[lname].shape != image.shape:
+            raise ValueError(
+                f"dataset {name!r}: labels {lname!r} have shape {labels[lname].shape}, image {image.shape}"
+            )
+    return Dataset(name=name, volume=volume, image=image, labels=labels, meanings=meanings, entry=entry)
+
+
+def _files_for(entry, spec) -> list[str]:
+    """Manifest file paths used by one volume spec (globs matched against the manifest's list)."""
+    from fnmatch import fnmatchcase
+
+    from ._readers import split_key
+
+    patterns = [spec["image"], *(lab["path"] for lab in spec.get("labels", {}).values())]
+    out = []
+    for pat in patterns:
+        pat = split_key(pat)[0]  # "file.hdf:/volumes/raw" needs "file.hdf"
+        # a path inside an unpacked archive needs the archive: "x.zip.unzip/..." needs "x.zip"
+        hits = [
+            f["path"] for f in entry["files"]
+            if fnmatchcase(f["path"], pat) or (f.get("unpack") and pat.startswith(f["path"] + ".unzip/"))
+        ]
+        if not hits:
+            raise ValueError(f"manifest pattern {pat!r} matches no file of the dataset")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def _load_label(folder: Path, spec: dict, voxel, source: str) -> Volume:
+    from .io import open_volume
+
+    rule = spec.get("rule", "raw")
+    if rule == "flyem_bodies":
+        data = _flyem_bodies(folder / spec["path"])
+        return Volume.from_array(data, voxel_size=voxel, source=source, metadata={"format": "hdf5.gz"},
+                                 chunks=(64, 250, 250))
+    vol = open_volume(str(folder / spec["path"]), voxel_size=voxel, channel=spec.get("channel"),
+                      warn_missing_voxel_size=False)
+    data = vol.data
+    if rule == ">127":
+        data = data if data.dtype == bool else data > 127
+        data = data.astype(np.uint8)
+    elif rule.startswith("=="):
+        data = (data == int(rule[2:])).astype(np.uint8)
+    elif rule == "map":
+        table = np.zeros(256, np.uint8)
+        for k, v in spec["map"].items():
+            table[int(k)] = int(v)
+        data = data.map_blocks(lambda b: table[b], dtype=np.uint8)
+    elif rule != "raw":
+        raise ValueError(f"unknown label rule {rule!r} in the manifest")
+    return Volume(data=data, voxel_size=voxel, source=source, metadata={"rule": rule})
+
+
+def _flyem_bodies(path: Path) -> np.ndarray:
+    """Body ids of the FlyEM NeuroProof ground truth: supervoxel ``stack`` mapped through ``transforms``."""
+    import gzip
+    import io
+
+    import h5py
+
+    with gzip.open(path, "rb") as fh:
+        raw = io.BytesIO(fh.read())
+    with h5py.File(raw, "r") as f:
+        stack = f["stack"][...]
+        transforms = f["transforms"][...]
+    lut_size = int(max(stack.max(), transforms[:, 0].max())) + 1
+    lut = np.arange(lut_size, dtype=np.int64)
+    lut[transforms[:, 0]] = transforms[:, 1]
+    bodies = lut[stack]
+    bodies[stack == 0] = 0
+    return bodies.astype(np.uint32)

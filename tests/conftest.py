@@ -1,0 +1,58 @@
+"""Shared fixtures: where the real datasets are, and a loopback HTTP server for download tests."""
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``../shared/data`` beside the project (or ``$VEMKIT_SHARED_DATA``), if it holds the datasets."""
+    candidates = [os.environ.get("VEMKIT_SHARED_DATA"), ROOT.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "drosophila_vnc_sstem" / "sources.json").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture
+def shared_data(monkeypatch):
+    """Point the vemkit data cache at ../shared/data (read-only), or skip with the reason."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(
+            "real EM data not found: expected ../shared/data beside the project (or $VEMKIT_SHARED_DATA) "
+            "holding drosophila_vnc_sstem, isbi2012 and flyem_medulla_fibsem"
+        )
+    monkeypatch.setenv("VEMKIT_DATA_DIR", str(path))
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve a temporary folder on 127.0.0.1; yields (folder, base_url)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
