@@ -103,23 +103,31 @@ def _downsample(data, factors, kind: str):
     return mean.astype(dtype)
 
 
-def _store_slabs(data, target, memory_bytes: int, progress, desc: str):
-    """Write ``data`` into the zarr array ``target`` in chunk-aligned slabs of bounded size."""
-    from tqdm.auto import tqdm
-
-    cz, cy, cx = target.chunks
-    Z, Y, X = data.shape
-    itemsize = np.dtype(data.dtype).itemsize
-    # slab = one chunk row in z, as many chunk rows in y as fit the budget (at least one)
+def _slabs(shape, chunks, itemsize: int, memory_bytes: int):
+    """Chunk-aligned (z0, z1, y0, y1) slabs: one chunk row in z, as many chunk rows in y as fit."""
+    cz, cy, _ = chunks
+    Z, Y, X = shape
     row_bytes = cz * cy * X * itemsize
-    rows = max(1, int(memory_bytes // max(row_bytes, 1)))
-    band = rows * cy
-    slabs = [(z0, y0) for z0 in range(0, Z, cz) for y0 in range(0, Y, band)]
-    with tqdm(total=len(slabs), desc=desc, unit="slab", disable=not progress) as bar:
-        for z0, y0 in slabs:
-            z1, y1 = min(z0 + cz, Z), min(y0 + band, Y)
-            target[z0:z1, y0:y1] = np.asarray(data[z0:z1, y0:y1].compute(scheduler="threads"))
-            bar.update(1)
+    band = max(1, int(memory_bytes // max(row_bytes, 1))) * cy
+    return [(z0, min(z0 + cz, Z), y0, min(y0 + band, Y)) for z0 in range(0, Z, cz) for y0 in range(0, Y, band)]
+
+
+def _store_slabs(data, target, memory_bytes: int, bar):
+    """Write ``data`` into the zarr array ``target`` slab by slab (bounded memory).
+
+    Each slab is filled in place from the dask blocks (``da.store`` into one reused buffer, so the
+    blocks are never concatenated into a second copy), then written as whole zarr chunks.
+    """
+    import dask.array as da
+
+    buffer = None
+    for z0, z1, y0, y1 in _slabs(data.shape, target.chunks, np.dtype(data.dtype).itemsize, memory_bytes):
+        shape = (z1 - z0, y1 - y0, data.shape[2])
+        if buffer is None or buffer.shape != shape:
+            buffer = np.empty(shape, dtype=data.dtype)
+        da.store(data[z0:z1, y0:y1], buffer, lock=False, scheduler="threads")
+        target[z0:z1, y0:y1] = buffer
+        bar.update(1)
 
 
 def _multiscale_meta(name, version, paths, scales, translations, kind):
@@ -157,11 +165,21 @@ def write_multiscale(
 ):
     """Write ``data`` as a multiscale pyramid into the zarr ``group``; return the level shapes."""
     import dask.array as da
+    from tqdm.auto import tqdm
 
+    itemsize = np.dtype(data.dtype).itemsize
     if chunks is None:
-        chunks = default_chunks(data.shape, np.dtype(data.dtype).itemsize)
+        chunks = default_chunks(data.shape, itemsize)
     chunks = tuple(int(min(c, max(s, 1))) for c, s in zip(chunks, data.shape))
     factors = pyramid_factors(data.shape, voxel_size, levels)
+    level_shapes = [tuple(data.shape)]
+    for f in factors:
+        level_shapes.append(tuple(max(n // fi, 1) for n, fi in zip(level_shapes[-1], f)))
+    total = sum(
+        len(_slabs(shp, tuple(min(c, n) for c, n in zip(chunks, shp)), itemsize, memory_bytes))
+        for shp in level_shapes
+    )
+    bar = tqdm(total=total, desc=f"{name}: {len(level_shapes)} level(s)", unit="slab", disable=not progress)
     zarr_format = 2 if version == "0.4" else 3
     paths, scales, translations, shapes = [], [], [], []
     scale = list(voxel_size)
@@ -190,11 +208,12 @@ def write_multiscale(
         else:
             kwargs["dimension_names"] = ["z", "y", "x"]
         arr = group.create_array(**kwargs)
-        _store_slabs(current, arr, memory_bytes, progress, desc=f"{name} level {level}")
+        _store_slabs(current, arr, memory_bytes, bar)
         paths.append(path)
         scales.append(list(scale))
         translations.append(list(translation))
         shapes.append(tuple(int(s) for s in current.shape))
+    bar.close()
     ms = _multiscale_meta(name, version, paths, scales, translations, kind)
     return ms, shapes
 

@@ -278,13 +278,13 @@ def _read_tiff(path, key=None, level=0):
             factors = [b / s for b, s in zip(series.shape, shape)]
             zyx = [factors[axes.index(a)] if a in axes else 1.0 for a in "ZYX"]
             voxel = tuple(v * f for v, f in zip(voxel, zyx))
-    # chunks: whole planes, as many as make about 64 MB (a TIFF stores planes, so reading a plane's
-    # part costs nearly as much as reading the plane)
+    # chunks: whole planes, as many as make about 16 MB (a TIFF stores planes, so reading part of a
+    # plane costs nearly as much as reading the plane)
     plane = int(np.prod(shape[-2:])) * np.dtype(dtype).itemsize
     chunks = [1] * (len(shape) - 2) + list(shape[-2:])
     if "Z" in axes and len(shape) > 2:
         zi = axes.index("Z")
-        chunks[zi] = int(max(1, min(shape[zi], (64 * 2**20) // max(plane, 1))))
+        chunks[zi] = int(max(1, min(shape[zi], (16 * 2**20) // max(plane, 1))))
     reader = _TiffRegionReader(path, level, shape, dtype)
     data = da.from_array(reader, chunks=tuple(chunks), asarray=False, name=f"tiff-{path}-{level}-{os.path.getmtime(path)}")
     meta["levels"] = n_levels

@@ -296,7 +296,16 @@ def _voxel_text(voxel_size):
 def _new_figure(figsize):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=figsize)
+    class _DisplayFigure(Figure):
+        """A pyplot-free figure that still shows as a PNG when it is a cell's last expression
+        (Jupyter registers its figure formatter only once pyplot is imported)."""
+
+        def _repr_png_(self):
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", facecolor="white", bbox_inches="tight")
+            return buf.getvalue()
+
+    return _DisplayFigure(figsize=figsize)
 
 
 def _png_bytes(fig, dpi=None):
