@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -69,16 +68,31 @@ def make_tiff(path: Path, shape, seed=0):
     )
 
 
-def run_child(cmd) -> tuple[float, float]:
-    """Run a command in a child process; return (wall seconds, peak RSS of that child in GB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+# Runs a module (-m NAME) or a script in this child process, then reports the child's own peak RSS.
+PEAK_WRAPPER = r"""
+import resource, runpy, sys
+report, kind, target, *argv = sys.argv[1:]
+sys.argv = [target, *argv]
+try:
+    if kind == "-m":
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(target, run_name="__main__")
+except SystemExit as e:
+    if e.code not in (0, None):
+        raise
+finally:
+    open(report, "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def run_child(kind, target, args, work: Path) -> tuple[float, float]:
+    """Run a module or script in a fresh child process; return (wall seconds, its peak RSS in GB)."""
+    report = work / "peak_rss_kib.txt"
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(report), kind, target, *args], check=True)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all waited-for children: run the smaller first or
-    # check it grew; we report the value after this child (KiB on Linux)
-    return wall, max(after, before) / 2**20 if after > before else after / 2**20
+    return wall, int(report.read_text()) / 2**20  # ru_maxrss is in KiB on Linux
 
 
 def main():
@@ -102,7 +116,7 @@ def main():
     results = {}
     out = work / "vemkit.ome.zarr"
     shutil.rmtree(out, ignore_errors=True)
-    wall, rss = run_child([sys.executable, "-m", "vemkit.cli", "convert", str(tif), str(out), "--quiet"])
+    wall, rss = run_child("-m", "vemkit.cli", ["convert", str(tif), str(out), "--quiet"], work)
     results["vemkit"] = {"wall_s": wall, "peak_rss_gb": rss}
     print(f"vemkit convert : {wall:7.1f} s, peak RSS {rss:.3f} GB")
 
@@ -112,7 +126,7 @@ def main():
         script = work / "peer.py"
         script.write_text(PEER_SCRIPT)
         try:
-            wall, rss = run_child([sys.executable, str(script), str(tif), str(peer_out)])
+            wall, rss = run_child("-f", str(script), [str(tif), str(peer_out)], work)
             results["ome-zarr-py"] = {"wall_s": wall, "peak_rss_gb": rss}
             print(f"ome-zarr-py    : {wall:7.1f} s, peak RSS {rss:.3f} GB")
         except subprocess.CalledProcessError as err:

@@ -56,8 +56,10 @@ def _cmd_fetch(args):
     if args.list or not args.name:
         for name in list_datasets():
             e = get_entry(name)
-            size = sum(f["size"] for f in e["files"]) / 1e6
-            print(f"{name:<24} {e.get('modality', ''):<8} {size:8.1f} MB  {e['title']}")
+            sizes = [f.get("size") for f in e["files"]]
+            size = f"{sum(sizes) / 1e6:8.1f} MB" if all(sizes) else f"{'size ?':>11}"
+            loads = "" if e.get("volumes") else "  [fetch only]"
+            print(f"{name:<22} {e.get('modality', ''):<9} {size}  {e['title']}{loads}")
         return 0
     folder = fetch(args.name, progress=not args.quiet)
     entry = get_entry(args.name)

@@ -83,7 +83,7 @@ def open_volume(
     --------
     >>> import numpy as np, tifffile, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "stack.tif")
-    >>> tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8))
+    >>> tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8), photometric="minisblack")
     >>> vol = open_volume(path, voxel_size=(50, 4, 4))
     >>> vol.shape, vol.voxel_size
     ((4, 32, 32), (50.0, 4.0, 4.0))

@@ -1,0 +1,102 @@
+"""The vemkit command line: info, fetch, convert, and how it reports bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vemkit.cli import main
+from vemkit.io import open_volume, write_tiff
+
+
+@pytest.fixture
+def tif(tmp_path):
+    data = (np.arange(5 * 64 * 80) % 251).astype(np.uint8).reshape(5, 64, 80)
+    return write_tiff(data, tmp_path / "stack.tif", voxel_size=(50, 4, 4), progress=False), data
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "vemkit.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("info", "fetch", "convert"):
+        assert cmd in out.stdout
+
+
+def test_info_json(tif, capsys):
+    path, data = tif
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape_zyx"] == [5, 64, 80]
+    assert info["voxel_size_nm_zyx"] == [50.0, 4.0, 4.0]
+    assert info["format"] == "imagej-tiff" and info["size_bytes"] == data.nbytes
+    assert info["anisotropy_z_over_xy"] == 12.5
+
+
+def test_info_reports_unknown_voxel_size(tmp_path, capsys):
+    import tifffile
+
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, np.zeros((2, 8, 8), np.uint8))
+    assert main(["info", str(p)]) == 0
+    assert "UNKNOWN" in capsys.readouterr().out
+
+
+def test_convert_roundtrip_and_no_overwrite(tif, tmp_path, capsys):
+    path, data = tif
+    out = tmp_path / "out.ome.zarr"
+    assert main(["convert", str(path), str(out), "--chunks", "2,32,32", "--levels", "2", "--quiet"]) == 0
+    vol = open_volume(out)
+    assert vol.voxel_size == (50.0, 4.0, 4.0) and vol.data.chunksize == (2, 32, 32)
+    np.testing.assert_array_equal(np.asarray(vol), data)
+    assert open_volume(out, level=1).shape == (5, 32, 40)
+    # an existing output is kept unless --overwrite
+    assert main(["convert", str(path), str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", str(path), str(out), "--voxel-size", "40,5,5", "--overwrite", "--quiet", "--ome-version", "0.5"]) == 0
+    assert open_volume(out).voxel_size == (40.0, 5.0, 5.0)
+    assert open_volume(out).metadata["format"] == "ome-zarr 0.5"
+
+
+def test_convert_needs_a_voxel_size(tmp_path, capsys):
+    import tifffile
+
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, np.zeros((2, 8, 8), np.uint8))
+    assert main(["convert", str(p), str(tmp_path / "o.ome.zarr")]) == 2
+    assert "--voxel-size" in capsys.readouterr().err
+    assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_bad_arguments_exit_with_message(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.tif")]) == 2
+    assert "no file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["convert", "a", "b", "--voxel-size", "1,2"])
+    assert "three values" in capsys.readouterr().err
+    assert main(["fetch", "no_such_dataset"]) == 2
+    assert "known datasets" in capsys.readouterr().err
+
+
+def test_fetch_list(capsys):
+    assert main(["fetch", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "drosophila_vnc_sstem" in out and "isbi2012" in out
+
+
+@pytest.mark.realdata
+def test_fetch_verifies_shared_data(shared_data, capsys):
+    assert main(["fetch", "isbi2012", "--quiet"]) == 0
+    assert "90 files verified" in capsys.readouterr().out
+
+
+def test_environment_yml_matches_pyproject():
+    import re
+    import tomllib
+
+    from conftest import ROOT
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = (ROOT / "environment.yml").read_text()
+    pip_lines = {m.group(1).strip() for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+[<>=!~].*)$", env, re.M)}
+    assert set(deps) <= pip_lines, set(deps) - pip_lines
