@@ -399,3 +399,22 @@ def test_level_out_of_range(tmp_path, vol):
         open_volume(p, level=3)
     with pytest.raises(ValueError, match="level must be a non-negative integer"):
         open_volume(p, level=-1)
+
+
+def test_channel_axis_roundtrip(tmp_path):
+    """(c, z, y, x) data such as class probabilities: one OME-Zarr with a channel axis."""
+    import dask.array as da
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    probs = np.random.default_rng(2).integers(0, 255, (3, 6, 300, 280), dtype=np.uint8)
+    p = write_ome_zarr(da.from_array(probs, chunks=(3, 3, 100, 100)), tmp_path / "p.ome.zarr",
+                       voxel_size=VOXEL, progress=False)
+    for c in range(3):
+        np.testing.assert_array_equal(np.asarray(open_volume(p, channel=c)), probs[c])
+    with pytest.raises(ValueError, match="3-channel image.*channel=N"):
+        open_volume(p)
+    node = next(iter(Reader(parse_url(str(p)))()))
+    assert [tuple(d.shape) for d in node.data] == [(3, 6, 300, 280), (3, 6, 150, 140)]
+    assert [a["name"] for a in node.metadata["axes"]] == ["c", "z", "y", "x"]
+    assert open_volume(p, channel=0, level=1).voxel_size == (50.0, 8.0, 8.0)

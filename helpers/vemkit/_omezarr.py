@@ -83,9 +83,12 @@ def pyramid_factors(shape, voxel_size, levels=None, min_size: int = 256):
 
 
 def _downsample(data, factors, kind: str):
-    """Downsample a dask array by integer factors: mean for images, nearest (stride) for labels."""
+    """Downsample a dask array by integer (z, y, x) factors: mean for images, nearest (stride) for
+    labels. A leading channel axis (4D data) is kept as it is."""
     import dask.array as da
 
+    if data.ndim == 4:
+        factors = (1, *factors)
     if all(f == 1 for f in factors):
         return data
     # trim so each axis is a multiple of its factor
@@ -116,29 +119,35 @@ def _store_slabs(data, target, memory_bytes: int, bar):
     """Write ``data`` into the zarr array ``target`` slab by slab (bounded memory).
 
     Each slab is filled in place from the dask blocks (``da.store`` into one reused buffer, so the
-    blocks are never concatenated into a second copy), then written as whole zarr chunks.
+    blocks are never concatenated into a second copy), then written as whole zarr chunks. 4D data
+    (c, z, y, x) is cut into slabs along z and y with all channels together.
     """
     import dask.array as da
 
+    lead = (slice(None),) * (data.ndim - 3)
+    n_channels = int(np.prod(data.shape[:-3])) if data.ndim > 3 else 1
+    itemsize = np.dtype(data.dtype).itemsize * n_channels
     buffer = None
-    for z0, z1, y0, y1 in _slabs(data.shape, target.chunks, np.dtype(data.dtype).itemsize, memory_bytes):
-        shape = (z1 - z0, y1 - y0, data.shape[2])
+    for z0, z1, y0, y1 in _slabs(data.shape[-3:], target.chunks[-3:], itemsize, memory_bytes):
+        region = (*lead, slice(z0, z1), slice(y0, y1))
+        shape = (*data.shape[:-3], z1 - z0, y1 - y0, data.shape[-1])
         if buffer is None or buffer.shape != shape:
             buffer = np.empty(shape, dtype=data.dtype)
-        da.store(data[z0:z1, y0:y1], buffer, lock=False, scheduler="threads")
-        target[z0:z1, y0:y1] = buffer
+        da.store(data[region], buffer, lock=False, scheduler="threads")
+        target[region] = buffer
         bar.update(1)
 
 
-def _multiscale_meta(name, version, paths, scales, translations, kind):
+def _multiscale_meta(name, version, paths, scales, translations, kind, n_channel_axes=0):
     datasets = []
     for p, s, t in zip(paths, scales, translations):
         ct = [{"type": "scale", "scale": [float(v) for v in s]}]
         if any(abs(v) > 0 for v in t):
             ct.append({"type": "translation", "translation": [float(v) for v in t]})
         datasets.append({"path": p, "coordinateTransformations": ct})
+    axes = ([{"name": "c", "type": "channel"}] if n_channel_axes else []) + _AXES
     ms = {
-        "axes": _AXES,
+        "axes": axes,
         "datasets": datasets,
         "name": name,
         "type": "mean" if kind == "image" else "nearest",
@@ -167,12 +176,16 @@ def write_multiscale(
     import dask.array as da
     from tqdm.auto import tqdm
 
-    itemsize = np.dtype(data.dtype).itemsize
+    if data.ndim not in (3, 4):
+        raise ValueError(f"OME-Zarr writing takes (z, y, x) or (c, z, y, x) data, got shape {data.shape}")
+    n_lead = data.ndim - 3
+    spatial = tuple(int(s) for s in data.shape[-3:])
+    itemsize = np.dtype(data.dtype).itemsize * (int(data.shape[0]) if n_lead else 1)
     if chunks is None:
-        chunks = default_chunks(data.shape, itemsize)
-    chunks = tuple(int(min(c, max(s, 1))) for c, s in zip(chunks, data.shape))
-    factors = pyramid_factors(data.shape, voxel_size, levels)
-    level_shapes = [tuple(data.shape)]
+        chunks = default_chunks(spatial, itemsize)
+    chunks = tuple(int(min(c, max(s, 1))) for c, s in zip(chunks, spatial))
+    factors = pyramid_factors(spatial, voxel_size, levels)
+    level_shapes = [spatial]
     for f in factors:
         level_shapes.append(tuple(max(n // fi, 1) for n, fi in zip(level_shapes[-1], f)))
     total = sum(
@@ -194,7 +207,7 @@ def write_multiscale(
                 translation = [t + (fi - 1) * s / 2 for t, fi, s in zip(translation, f, scale)]
             scale = [s * fi for s, fi in zip(scale, f)]
         path = str(level)
-        level_chunks = tuple(min(c, max(n, 1)) for c, n in zip(chunks, current.shape))
+        level_chunks = (1,) * n_lead + tuple(min(c, max(n, 1)) for c, n in zip(chunks, current.shape[-3:]))
         kwargs = dict(
             name=path,
             shape=current.shape,
@@ -206,15 +219,15 @@ def write_multiscale(
         if zarr_format == 2:
             kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
         else:
-            kwargs["dimension_names"] = ["z", "y", "x"]
+            kwargs["dimension_names"] = ["c", "z", "y", "x"][-current.ndim :]
         arr = group.create_array(**kwargs)
         _store_slabs(current, arr, memory_bytes, bar)
         paths.append(path)
-        scales.append(list(scale))
-        translations.append(list(translation))
+        scales.append([1.0] * n_lead + list(scale))
+        translations.append([0.0] * n_lead + list(translation))
         shapes.append(tuple(int(s) for s in current.shape))
     bar.close()
-    ms = _multiscale_meta(name, version, paths, scales, translations, kind)
+    ms = _multiscale_meta(name, version, paths, scales, translations, kind, n_lead)
     return ms, shapes
 
 

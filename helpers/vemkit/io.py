@@ -144,8 +144,10 @@ def write_ome_zarr(
 
     Parameters
     ----------
-    image : Volume, dask array or numpy array of shape (Z, Y, X)
-        The volume; a lazy one is read slab by slab, never whole.
+    image : Volume, dask array or numpy array of shape (Z, Y, X) or (C, Z, Y, X)
+        The volume; a lazy one is read slab by slab, never whole. A leading channel axis (e.g. class
+        probabilities) is stored as OME-Zarr axis ``c``; open one channel with ``open_volume(path,
+        channel=k)``.
     path : str or Path
         Target folder, by convention ending in ``.ome.zarr``.
     voxel_size : sequence of 3 float, optional
@@ -189,11 +191,20 @@ def write_ome_zarr(
 
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
-    volume = image if isinstance(image, Volume) else Volume.from_array(image)
-    if voxel_size is not None:
-        volume = volume.with_voxel_size(voxel_size)
-    vs = volume.require_voxel_size("writing OME-Zarr")
-    data = volume.data
+    if not isinstance(image, Volume) and getattr(image, "ndim", 3) == 4:
+        # (c, z, y, x): channels such as class probabilities; the pyramid is built over z, y, x
+        if voxel_size is None:
+            raise ValueError("voxel_size is unknown and writing OME-Zarr needs it; pass voxel_size=(z, y, x) in nm")
+        vs = check_voxel_size(voxel_size)
+        data = as_dask(image)
+        if labels:
+            raise ValueError("labels can be attached to (z, y, x) images only")
+    else:
+        volume = image if isinstance(image, Volume) else Volume.from_array(image)
+        if voxel_size is not None:
+            volume = volume.with_voxel_size(voxel_size)
+        vs = volume.require_voxel_size("writing OME-Zarr")
+        data = volume.data
     if data.dtype.name not in SUPPORTED_DTYPES or data.dtype == bool:
         if data.dtype == bool:
             data = data.astype(np.uint8)
