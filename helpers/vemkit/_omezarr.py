@@ -122,8 +122,12 @@ def _store_slabs(data, target, memory_bytes: int, bar):
     blocks are never concatenated into a second copy), then written as whole zarr chunks. 4D data
     (c, z, y, x) is cut into slabs along z and y with all channels together.
     """
+    import dask
     import dask.array as da
 
+    # threads unless the caller chose a scheduler (a model that parallelises inside each block runs
+    # its blocks one after another: dask.config.set(scheduler="synchronous"))
+    scheduler = dask.config.get("scheduler", None) or "threads"
     lead = (slice(None),) * (data.ndim - 3)
     n_channels = int(np.prod(data.shape[:-3])) if data.ndim > 3 else 1
     itemsize = np.dtype(data.dtype).itemsize * n_channels
@@ -133,7 +137,7 @@ def _store_slabs(data, target, memory_bytes: int, bar):
         shape = (*data.shape[:-3], z1 - z0, y1 - y0, data.shape[-1])
         if buffer is None or buffer.shape != shape:
             buffer = np.empty(shape, dtype=data.dtype)
-        da.store(data[region], buffer, lock=False, scheduler="threads")
+        da.store(data[region], buffer, lock=False, scheduler=scheduler)
         target[region] = buffer
         bar.update(1)
 

@@ -210,8 +210,8 @@ def _guess_axes(shape, source: str) -> str:
         if shape[-1] in (3, 4) and shape[0] > 4:
             return "YXS"
         return "ZYX"
-    if nd == 4 and shape[-1] in (3, 4):
-        return "ZYXS"
+    if nd == 4 and shape[-1] in (1, 3, 4):
+        return "ZYXS"  # RGB(A), or a trailing singleton channel as in ilastik exports
     if nd == 4:
         raise ValueError(
             f"{source} is 4D with shape {tuple(shape)} and its file does not name the axes; vemkit "
@@ -510,6 +510,14 @@ def _read_ome_multiscale(group, ms_and_version, level, source):
 
 
 def _axes_from_attrs(attrs):
+    tags = attrs.get("axistags")  # ilastik / vigra HDF5 exports
+    if tags:
+        try:
+            keys = "".join(a["key"] for a in json.loads(tags)["axes"]).upper()
+            if set(keys) <= set("TCZYX"):
+                return keys
+        except (ValueError, KeyError, TypeError):
+            pass
     axes = attrs.get("axes") or attrs.get("_ARRAY_DIMENSIONS") or attrs.get("dimension_names")
     if isinstance(axes, (list, tuple)) and all(isinstance(a, str) for a in axes):
         letters = "".join(a[0].upper() for a in axes)
