@@ -22,7 +22,7 @@ import numpy as np
 
 from ._voxel import check_voxel_size
 
-__all__ = ["orthoslices", "section_grid", "histogram", "show", "OrthoViewer"]
+__all__ = ["orthoslices", "section_grid", "histogram", "channel_grid", "show", "OrthoViewer"]
 
 #: Colour of each cutting plane: its panel's frame and its crosshair line in the other panels.
 _PLANE_COLOURS = {"xy": "#ff6b6b", "xz": "#5fe07a", "yz": "#5eb0ff"}
@@ -650,6 +650,62 @@ def section_grid(
 
 # ---------------------------------------------------------------------------------------------------
 # histogram
+
+
+def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title: str | None = None,
+                 panel_size: float = 2.4, contrast="auto"):
+    """A grid of 2D maps of one section, e.g. the feature channels a pixel classifier sees.
+
+    Parameters
+    ----------
+    maps : array of shape (C, Y, X)
+        The maps; each panel gets its own display range.
+    names : list of str, optional
+        Panel titles (default ``"channel i"``).
+    ncols : int
+        Panels per row.
+    contrast : "auto" or None
+        "auto": 1st-99th percentile of each map; None: min to max.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fig = channel_grid(np.random.rand(3, 16, 16), ["a", "b", "c"])
+    >>> len(fig.axes)
+    3
+    """
+    maps = np.asarray(maps)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (C, Y, X), got shape {maps.shape}")
+    n = maps.shape[0]
+    names = list(names) if names is not None else [f"channel {i}" for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} maps")
+    ncols = max(1, min(ncols, n))
+    nrows = int(math.ceil(n / ncols))
+    aspect = maps.shape[1] / max(maps.shape[2], 1)
+    fig = _new_figure((panel_size * ncols, panel_size * aspect * nrows + (0.4 if title else 0.1)))
+    for i in range(n):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        m = maps[i].astype(np.float32)
+        if contrast == "auto":
+            lo, hi = np.percentile(m, [1, 99])
+        else:
+            lo, hi = float(m.min()), float(m.max())
+        ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        ax.set_title(names[i], fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _sample_values(image, sample, seed=0):
