@@ -245,3 +245,295 @@ def test_inputs_are_not_modified():
     np.testing.assert_array_equal(truth, TRUTH)
     np.testing.assert_array_equal(pred, PRED)
     assert not ignore.any()
+
+
+# --------------------------------------------------------------------------------------------------
+# instance scores
+
+from vemkit.metrics import (  # noqa: E402
+    DEFAULT_IOU_THRESHOLDS,
+    adapted_rand_error,
+    average_precision,
+    evaluate,
+    match_instances,
+    variation_of_information,
+)
+
+
+def instance_case():
+    """Five true objects, five predicted, every overlap known (one row of a (1, 1, 36) volume).
+
+    truth A (1, 8 voxels) found exactly by 11           IoU 1
+    truth B (2, 8 voxels) split into 21 (5) and 22 (3)  IoU 5/8 and 3/8
+    truth C (3, 6) and D (4, 2) merged into 31 (8)      IoU 6/8 and 2/8
+    truth E (5, 4 voxels) missed
+    pred 41 (3 voxels) lies on background               a false positive
+    """
+    truth = [1] * 8 + [0] + [2] * 8 + [0] + [3] * 6 + [4] * 2 + [0] + [5] * 4 + [0] * 5
+    pred = [11] * 8 + [0] + [21] * 5 + [22] * 3 + [0] + [31] * 8 + [0] + [0] * 4 + [0, 41, 41, 41, 0]
+    assert len(truth) == len(pred) == 36
+    return np.array(pred, np.uint16).reshape(1, 1, 36), np.array(truth, np.int32).reshape(1, 1, 36)
+
+
+def test_match_instances_hand_case():
+    pred, truth = instance_case()
+    m = match_instances(pred, truth)
+    assert m["matches"][["truth", "pred"]].values.tolist() == [[1, 11], [2, 21], [3, 31]]
+    assert m["matches"]["iou"].tolist() == [1.0, 5 / 8, 6 / 8]
+    assert m["matches"]["intersection"].tolist() == [8, 5, 6]
+    assert m["matches"]["truth_size"].tolist() == [8, 8, 6]
+    assert m["matches"]["pred_size"].tolist() == [8, 5, 8]
+    assert (m["tp"], m["fp"], m["fn"], m["n_truth"], m["n_pred"]) == (3, 2, 2, 5, 5)
+    assert m["false_positives"].tolist() == [22, 41]
+    assert m["false_negatives"].tolist() == [4, 5]
+    assert m["precision"] == m["recall"] == m["f1"] == 3 / 5
+    assert m["accuracy"] == 3 / 7
+    assert m["mean_matched_iou"] == pytest.approx((1 + 5 / 8 + 6 / 8) / 3)
+    assert m["panoptic_quality"] == pytest.approx((1 + 5 / 8 + 6 / 8) / (3 + 1 + 1))
+    # an IoU of exactly 6/8 matches at threshold 0.75; 5/8 does not
+    m75 = match_instances(pred, truth, iou_threshold=0.75)
+    assert m75["matches"]["truth"].tolist() == [1, 3]
+    assert (m75["tp"], m75["fp"], m75["fn"]) == (2, 3, 3)
+
+
+def test_average_precision_hand_case():
+    pred, truth = instance_case()
+    r = average_precision(pred, truth)
+    expected = {0.5: 3 / 7, 0.55: 3 / 7, 0.6: 3 / 7, 0.65: 2 / 8, 0.7: 2 / 8, 0.75: 2 / 8}
+    expected.update({t: 1 / 9 for t in (0.8, 0.85, 0.9, 0.95)})
+    assert r["ap"] == expected
+    assert list(r["ap"]) == list(DEFAULT_IOU_THRESHOLDS)
+    assert r["mean_ap"] == pytest.approx((3 * 3 / 7 + 3 * 2 / 8 + 4 / 9) / 10)
+    assert (r["tp"], r["fp"], r["fn"], r["n_truth"], r["n_pred"]) == (3, 2, 2, 5, 5)
+    assert r["precision"] == r["recall"] == r["f1"] == 3 / 5
+    assert r["iou_threshold"] == 0.5
+    # np.arange's float noise (0.7000000000000001) gives the same keys and values
+    assert average_precision(pred, truth, thresholds=np.arange(0.5, 1.0, 0.05))["ap"] == expected
+    assert average_precision(pred, truth, thresholds=0.75)["ap"] == {0.75: 2 / 8}
+
+
+def test_instance_scores_perfect_empty_and_labels_irrelevant():
+    pred, truth = instance_case()
+    r = average_precision(truth, truth)
+    assert set(r["ap"].values()) == {1.0} and r["mean_ap"] == 1.0
+    # instance ids are arbitrary: a relabelled prediction scores the same
+    relabelled = np.where(truth > 0, truth * 7 + 100, 0)
+    assert average_precision(relabelled, truth)["ap"] == r["ap"]
+    # nothing predicted: every truth object is missed
+    r0 = average_precision(np.zeros_like(truth), truth)
+    assert r0["mean_ap"] == 0.0 and (r0["tp"], r0["fp"], r0["fn"]) == (0, 0, 5)
+    assert r0["recall"] == 0.0 and math.isnan(r0["precision"])
+    # no objects anywhere: undefined, not 0 or 1
+    empty = np.zeros((2, 3, 4), np.uint8)
+    r00 = average_precision(empty, empty)
+    assert math.isnan(r00["mean_ap"]) and (r00["tp"], r00["fp"], r00["fn"]) == (0, 0, 0)
+
+
+def test_matching_is_optimal_not_greedy():
+    # B is cut in two exact halves: both halves have IoU 0.5 with B and only one may match it
+    truth = np.array([[[1, 1, 1, 1, 0, 2, 2]]])
+    pred = np.array([[[5, 5, 6, 6, 0, 7, 7]]])
+    m = match_instances(pred, truth)
+    assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 0)
+    # below 0.5 a greedy matcher (best IoU first) loses a pair: taking X-P first leaves Y alone,
+    # while the optimal matching takes X-Q and Y-P for two true positives.
+    # truth: X = 10 voxels, Y = 3; pred: P = 6 voxels of X + all of Y, Q = 4 voxels of X + 3 background
+    truth = np.array([[[1] * 6 + [1] * 4 + [2] * 3 + [0] * 3]])
+    pred = np.array([[[8] * 6 + [9] * 4 + [8] * 3 + [9] * 3]])
+    # X-P: 6 / (10 + 9 - 6) = 6/13, X-Q: 4 / (10 + 7 - 4) = 4/13, Y-P: 3 / 9 = 1/3
+    m = match_instances(pred, truth, iou_threshold=0.3)
+    assert m["matches"][["truth", "pred"]].values.tolist() == [[1, 9], [2, 8]]
+    assert m["tp"] == 2
+
+
+def reference_matching_tp(pred, truth, threshold):
+    """StarDist's matching on the dense IoU matrix (skimage's contingency table), background dropped."""
+    from scipy.optimize import linear_sum_assignment
+    from skimage.metrics import contingency_table as sk_table
+
+    t_ids = np.unique(truth)
+    p_ids = np.unique(pred)
+    _, t_dense = np.unique(truth, return_inverse=True)
+    _, p_dense = np.unique(pred, return_inverse=True)
+    overlap = sk_table(t_dense.reshape(truth.shape), p_dense.reshape(pred.shape)).toarray()
+    n_t = overlap.sum(axis=1, keepdims=True)
+    n_p = overlap.sum(axis=0, keepdims=True)
+    scores = overlap / (n_t + n_p - overlap)
+    scores = scores[t_ids > 0][:, p_ids > 0]
+    n = min(scores.shape)
+    if n == 0 or not np.any(scores >= threshold):
+        return 0
+    costs = -(scores >= threshold).astype(float) - scores / (2 * n)
+    rows, cols = linear_sum_assignment(costs)
+    return int(np.count_nonzero(scores[rows, cols] >= threshold))
+
+
+def random_instances(rng, shape=(4, 24, 24), n=40):
+    """Blocky random instance labels and a perturbed prediction (shifted, some merged, some dropped)."""
+    coarse = rng.integers(0, n, (shape[0], shape[1] // 4, shape[2] // 4))
+    truth = np.kron(coarse, np.ones((1, 4, 4), int)).astype(np.uint32)
+    pred = np.roll(truth, rng.integers(1, 3), axis=2).astype(np.int64)
+    pred = np.where(rng.random(n)[pred] < 0.15, 0, pred)  # some objects missed
+    pred = np.where(pred % 7 == 3, pred + 1, pred)  # some pairs merged
+    noise = rng.random(shape) < 0.05
+    pred[noise] = rng.integers(0, n + 5, int(noise.sum()))
+    return pred, truth
+
+
+def test_matching_agrees_with_dense_reference():
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        pred, truth = random_instances(rng)
+        for threshold in (0.1, 0.3, 0.5, 0.7, 0.9):
+            m = match_instances(pred, truth, iou_threshold=threshold)
+            assert m["tp"] == reference_matching_tp(pred, truth, threshold)
+            assert m["fp"] == len(np.unique(pred[pred > 0])) - m["tp"]
+            assert m["fn"] == len(np.unique(truth[truth > 0])) - m["tp"]
+            # one-to-one and every pair above the threshold
+            assert m["matches"]["truth"].is_unique and m["matches"]["pred"].is_unique
+            assert (m["matches"]["iou"] >= threshold).all()
+
+
+def test_instance_ignore_mask_and_value():
+    pred, truth = instance_case()
+    # ignoring the false positive 41 and the missed E removes both from the counts
+    ignore = np.zeros(truth.shape, bool)
+    ignore[..., 27:] = True
+    m = match_instances(pred, truth, ignore=ignore)
+    assert (m["tp"], m["fp"], m["fn"]) == (3, 1, 1)
+    # ignoring a truth value: voxels of truth 5 (E) are not counted, E is no object any more
+    m = match_instances(pred, truth, ignore=5)
+    assert (m["tp"], m["fp"], m["fn"], m["n_truth"]) == (3, 2, 1, 4)
+    # ignored voxels shrink objects and so change IoU: B's cut-off part 22 ignored -> 21 covers 5/5
+    ignore = (pred == 22)
+    m = match_instances(pred, truth, ignore=ignore)
+    assert m["matches"].set_index("truth").loc[2, "iou"] == 1.0
+
+
+def test_vi_hand_cases():
+    truth = np.zeros((2, 4, 4), np.uint8)
+    truth[:, :2] = 1
+    truth[:, 2:] = 2
+    assert variation_of_information(truth, truth) == (0.0, 0.0)
+    relabelled = np.where(truth == 1, 9, 4)
+    assert variation_of_information(relabelled, truth) == (0.0, 0.0)
+    # every object cut into two equal halves: one bit of split, no merge
+    halves = truth * 2 + (np.arange(4) >= 2)[None, None, :]
+    assert variation_of_information(halves, truth) == (1.0, 0.0)
+    assert variation_of_information(truth, halves) == (0.0, 1.0)
+    # everything merged into one object: H(truth) = 1 bit of merge
+    assert variation_of_information(np.ones_like(truth), truth) == (0.0, 1.0)
+    empty = np.zeros((1, 2, 2), np.uint8)
+    assert all(math.isnan(v) for v in variation_of_information(empty, empty, ignore=0))
+
+
+def test_adapted_rand_error_hand_case_and_skimage_naming():
+    # scikit-image issue #6485: one predicted object over three true ones (a pure merge)
+    truth = np.array([[[1, 2], [3, 2]]])
+    merged = np.ones_like(truth)
+    are, split_score, merge_score = adapted_rand_error(merged, truth)
+    assert (are, split_score, merge_score) == (1 - 2 / 7, 1.0, 1 / 6)  # P=2, A=2, B=12
+    # a pure split lowers the first score only
+    are, split_score, merge_score = adapted_rand_error(np.array([[[1, 1, 2, 2]]]), np.array([[[1] * 4]]))
+    assert (are, split_score, merge_score) == (0.5, 1 / 3, 1.0)
+    assert adapted_rand_error(truth, truth) == (0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        adapted_rand_error(truth, truth, alpha=1.5)
+
+
+def test_vi_and_are_match_skimage_exactly():
+    from skimage.metrics import adapted_rand_error as sk_are
+    from skimage.metrics import variation_of_information as sk_vi
+
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        if i < 3:
+            pred, truth = random_instances(rng)
+        else:  # fully random labels, including many singletons
+            truth = rng.integers(0, 50, (3, 10, 12)).astype(np.uint16)
+            pred = rng.integers(0, 30, truth.shape)
+        mask = rng.random(truth.shape) < 0.2
+        sentinel = int(truth.max()) + 1
+        masked = np.where(mask, sentinel, truth)
+
+        def same(ours, theirs):
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+
+        # note the argument order: vemkit (pred, truth), skimage (truth, pred)
+        same(variation_of_information(pred, truth), sk_vi(truth, pred))
+        vi = variation_of_information
+        same(vi(pred, truth, ignore=mask), sk_vi(masked, pred, ignore_labels=[sentinel]))
+        same(vi(pred, truth, ignore_background=True), sk_vi(truth, pred, ignore_labels=[0]))
+        same(variation_of_information(pred, truth, ignore=2), sk_vi(truth, pred, ignore_labels=[2]))
+        same(adapted_rand_error(pred, truth), sk_are(truth, pred))
+        same(adapted_rand_error(pred, truth, ignore=mask), sk_are(masked, pred, ignore_labels=[0, sentinel]))
+        same(adapted_rand_error(pred, truth, ignore_background=False), sk_are(truth, pred, ignore_labels=[]))
+        same(adapted_rand_error(pred, truth, alpha=0.2), sk_are(truth, pred, alpha=0.2))
+
+
+def test_instance_scores_dask_equals_numpy():
+    rng = np.random.default_rng(6)
+    pred, truth = random_instances(rng, shape=(6, 32, 32), n=60)
+    ignore = rng.random(truth.shape) < 0.1
+    dp = da.from_array(pred, chunks=(2, 10, 13))
+    dt = da.from_array(truth, chunks=(3, 16, 9))
+    dm = da.from_array(ignore, chunks=(6, 8, 8))
+    m_np = match_instances(pred, truth, ignore=ignore)
+    m_da = match_instances(dp, dt, ignore=dm)
+    assert m_np["matches"].equals(m_da["matches"])
+    assert {k: v for k, v in m_np.items() if k not in ("matches", "false_positives", "false_negatives")} == {
+        k: v for k, v in m_da.items() if k not in ("matches", "false_positives", "false_negatives")
+    }
+    assert average_precision(dp, dt, ignore=dm) == average_precision(pred, truth, ignore=ignore)
+    assert variation_of_information(dp, dt, ignore=dm) == variation_of_information(pred, truth, ignore=ignore)
+    assert adapted_rand_error(dp, dt, ignore=dm) == adapted_rand_error(pred, truth, ignore=ignore)
+    vt = Volume.from_array(truth, voxel_size=(40, 8, 8), chunks=(2, 16, 16))
+    vp = Volume.from_array(pred, voxel_size=(40, 8, 8), chunks=(3, 8, 32))
+    assert evaluate(vp, vt, kind="instances") == evaluate(pred, truth, kind="instances")
+
+
+def test_evaluate_instances_and_semantic_are_json_ready():
+    import json
+
+    pred, truth = instance_case()
+    m = evaluate(pred, truth, kind="instances")
+    json.dumps(m, allow_nan=False)
+    ap = average_precision(pred, truth)
+    assert m["ap"] == {f"{t:g}": v for t, v in ap["ap"].items()}
+    assert list(m["ap"])[:2] == ["0.5", "0.55"]
+    assert m["mean_ap"] == ap["mean_ap"]
+    assert (m["tp"], m["fp"], m["fn"], m["n_truth"], m["n_pred"]) == (3, 2, 2, 5, 5)
+    assert (m["vi_split"], m["vi_merge"]) == variation_of_information(pred, truth)
+    assert m["vi"] == m["vi_split"] + m["vi_merge"]
+    assert (m["adapted_rand_error"], m["rand_split_score"], m["rand_merge_score"]) == adapted_rand_error(
+        pred, truth
+    )
+    assert m["n_voxels"] == truth.size and m["kind"] == "instances"
+
+    s = evaluate(PRED, TRUTH)
+    json.dumps(s, allow_nan=False)
+    assert s["kind"] == "semantic"
+    assert s["classes"] == {str(k): v for k, v in class_scores(PRED, TRUTH).items()}
+    assert s["confusion_matrix"] == HAND_CM.tolist()
+    assert s["accuracy"] == (10 + 5 + 4) / TRUTH.size
+    assert s["mean_iou"] == mean_iou(PRED, TRUTH)
+    # a class absent from both inputs: nan becomes None
+    s = evaluate(np.array([[[0, 2]]]), np.array([[[0, 2]]]))
+    assert s["classes"]["1"]["iou"] is None and s["mean_iou"] == 1.0
+    json.dumps(s, allow_nan=False)
+
+
+def test_instance_bad_inputs():
+    pred, truth = instance_case()
+    with pytest.raises(ValueError, match="boolean mask"):
+        match_instances(pred > 0, truth)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        average_precision(pred, truth, thresholds=[0.5, 0])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        match_instances(pred, truth, iou_threshold=1.5)
+    with pytest.raises(ValueError, match="kind"):
+        evaluate(pred, truth, kind="panoptic")
+    with pytest.raises(ValueError, match="pred and truth must have the same shape"):
+        variation_of_information(pred[..., :3], truth)
+    with pytest.raises(ValueError, match="must be an integer"):
+        adapted_rand_error(pred.astype(float), truth)

@@ -7,7 +7,13 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.synthetic` makes an EM-like phantom with exact ground truth.
 - :mod:`vemkit.viz` shows volumes as orthogonal slices, interactively or as static figures.
 - :mod:`vemkit.segment_classic` holds the classic heuristics (thresholds, watershed) used as baselines.
-- :mod:`vemkit.metrics` scores segmentations against ground truth.
+- :mod:`vemkit.annotate` keeps sparse annotations on disk and paints them in a notebook widget.
+- :mod:`vemkit.features` computes ilastik-style pixel features, on CPU or GPU.
+- :mod:`vemkit.pixel_classifier` trains a random forest on annotated voxels and predicts blockwise.
+- :mod:`vemkit.instances` turns masks and probabilities into instance labels, blockwise.
+- :mod:`vemkit.measure` measures every object in physical units.
+- :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
+  without it.
 - :mod:`vemkit.cli` is the ``vemkit`` command line.
 
 Importing :mod:`vemkit` is cheap: submodules are imported on first use.
@@ -18,10 +24,16 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "annotate",
     "cli",
     "datasets",
+    "features",
+    "instances",
     "io",
+    "measure",
     "metrics",
+    "pixel_classifier",
+    "quality",
     "segment_classic",
     "synthetic",
     "viz",

@@ -89,8 +89,8 @@ def scribbles_from_masks(
     lines_per_object, blobs_per_object : int
         Lines drawn along each object's long extent, and round dabs inside it.
     background_strokes : int, optional
-        Straight strokes across the background per section (default: as many as objects annotated,
-        at least 3).
+        Straight strokes across the background per section (default: twice the number of objects
+        annotated, at least 10).
     stroke_length : (int, int)
         Range of background stroke lengths in pixels.
     radius : int
@@ -164,7 +164,8 @@ def scribbles_from_masks(
         background = sec == 0
         inner_bg = binary_erosion(background, _disk(margin)) if margin > 0 else background
         pts = np.argwhere(inner_bg)
-        n_bg = background_strokes if background_strokes is not None else max(3, annotated)
+        # people paint more background than objects (there is more of it, and it holds the confusers)
+        n_bg = background_strokes if background_strokes is not None else max(10, 2 * annotated)
         for _ in range(n_bg if len(pts) else 0):
             p = pts[rng.integers(len(pts))]
             angle = rng.uniform(0, np.pi)
