@@ -418,3 +418,13 @@ def test_channel_axis_roundtrip(tmp_path):
     assert [tuple(d.shape) for d in node.data] == [(3, 6, 300, 280), (3, 6, 150, 140)]
     assert [a["name"] for a in node.metadata["axes"]] == ["c", "z", "y", "x"]
     assert open_volume(p, channel=0, level=1).voxel_size == (50.0, 8.0, 8.0)
+
+
+def test_label_images_are_downsampled_without_blending(tmp_path):
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[:, ::2, ::2] = 7
+    labels[:, 1::2, 1::2] = 3
+    p = write_ome_zarr(labels, tmp_path / "l.ome.zarr", voxel_size=VOXEL, levels=2, kind="labels", progress=False)
+    assert set(np.unique(np.asarray(open_volume(p, level=1))).tolist()) <= {0, 3, 7}
+    blended = write_ome_zarr(labels, tmp_path / "m.ome.zarr", voxel_size=VOXEL, levels=2, progress=False)
+    assert not set(np.unique(np.asarray(open_volume(blended, level=1))).tolist()) <= {0, 3, 7}

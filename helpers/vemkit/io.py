@@ -139,6 +139,7 @@ def write_ome_zarr(
     overwrite: bool = False,
     memory_limit: str | int = "256MB",
     progress: bool = True,
+    kind: str = "image",
 ) -> Path:
     """Write a volume as a multiscale OME-Zarr image, block by block.
 
@@ -170,6 +171,9 @@ def write_ome_zarr(
         Bytes of source data held at once while writing (e.g. ``"256MB"``).
     progress : bool
         Show a progress bar.
+    kind : {"image", "labels"}
+        How coarser levels are made: "image" averages, "labels" takes every other voxel (nearest
+        neighbour) so that label ids are never blended; use it for segmentations written as images.
 
     Returns
     -------
@@ -191,6 +195,8 @@ def write_ome_zarr(
 
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
+    if kind not in ("image", "labels"):
+        raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
     if not isinstance(image, Volume) and getattr(image, "ndim", 3) == 4:
         # (c, z, y, x): channels such as class probabilities; the pyramid is built over z, y, x
         if voxel_size is None:
@@ -235,7 +241,7 @@ def write_ome_zarr(
     zarr_format = 2 if version == "0.4" else 3
     root = zarr.open_group(str(path), mode="w-", zarr_format=zarr_format)
     ms, _ = write_multiscale(
-        root, data, vs, name=name, version=version, chunks=chunks, levels=levels, kind="image",
+        root, data, vs, name=name, version=version, chunks=chunks, levels=levels, kind=kind,
         memory_bytes=memory_bytes, progress=progress,
     )
     _set_ome_attrs(root, version, {"multiscales": [ms]})
