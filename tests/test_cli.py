@@ -100,3 +100,34 @@ def test_environment_yml_matches_pyproject():
     env = (ROOT / "environment.yml").read_text()
     pip_lines = {m.group(1).strip() for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-]+[<>=!~].*)$", env, re.M)}
     assert set(deps) <= pip_lines, set(deps) - pip_lines
+
+
+def test_instances_measure_evaluate(tmp_path, capsys):
+    """vemkit instances -> measure -> evaluate on the phantom's mitochondria."""
+    import pandas as pd
+
+    from vemkit.io import write_ome_zarr
+    from vemkit.synthetic import make_phantom
+
+    ph = make_phantom(shape=(8, 128, 128), seed=2)
+    mask = write_ome_zarr((ph.semantic == 2).astype(np.uint8), tmp_path / "mask.ome.zarr",
+                          voxel_size=ph.voxel_size, kind="labels", progress=False)
+    truth = write_ome_zarr(ph.instances["mitochondria"].astype(np.uint32), tmp_path / "truth.ome.zarr",
+                           voxel_size=ph.voxel_size, kind="labels", progress=False)
+    inst = tmp_path / "inst.ome.zarr"
+    assert main(["instances", "--labels", str(mask), "--out", str(inst), "--method", "watershed",
+                 "--block", "8,64,64", "--quiet"]) == 0
+    assert "instances (watershed)" in capsys.readouterr().out
+    table = tmp_path / "mito.csv"
+    assert main(["measure", "--labels", str(inst), "--image", str(mask), "--out", str(table), "--quiet"]) == 0
+    df = pd.read_csv(table)
+    n = int(np.asarray(open_volume(inst)).max())
+    assert len(df) == n and (df["volume_nm3"] > 0).all()
+    vz, vy, vx = ph.voxel_size
+    assert df["volume_nm3"].sum() == pytest.approx((ph.semantic == 2).sum() * vz * vy * vx, rel=1e-6)
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--pred", str(inst), "--truth", str(truth), "--kind", "instances", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert 0 <= m["adapted_rand_error"] < 0.3 and m["tp"] > 0
+    assert main(["evaluate", "--pred", str(inst), "--truth", str(truth), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -324,21 +324,30 @@ def _region_shape(slices, shape):
 
 
 def _polyline_mask(points, radius, shape):
-    """Pixels within ``radius`` of the polyline through ``points`` (row, col) in a box of ``shape``."""
-    rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
-    best = np.full(shape, np.inf, np.float32)
+    """Pixels within ``radius`` of the polyline through ``points`` (row, col) in a box of ``shape``.
+
+    Each segment is measured only inside its own bounding box (plus the radius), so the cost grows
+    with the stroke's length, not with (segments x the whole stroke's box).
+    """
+    points = np.asarray(points, np.float64)
     if len(points) == 1:
         points = np.vstack([points, points])
+    mask = np.zeros(shape, bool)
+    r2 = radius * radius
     for (ar, ac), (br, bc) in zip(points[:-1], points[1:]):
+        r0 = max(int(np.floor(min(ar, br) - radius)), 0)
+        r1 = min(int(np.ceil(max(ar, br) + radius)) + 1, shape[0])
+        c0 = max(int(np.floor(min(ac, bc) - radius)), 0)
+        c1 = min(int(np.ceil(max(ac, bc) + radius)) + 1, shape[1])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        rr, cc = np.mgrid[r0:r1, c0:c1].astype(np.float32)
         dr, dc = br - ar, bc - ac
         length2 = dr * dr + dc * dc
-        if length2 == 0:
-            t = np.zeros(shape, np.float32)
-        else:
-            t = np.clip(((rr - ar) * dr + (cc - ac) * dc) / length2, 0, 1)
+        t = 0.0 if length2 == 0 else np.clip(((rr - ar) * dr + (cc - ac) * dc) / length2, 0, 1)
         d2 = (rr - (ar + t * dr)) ** 2 + (cc - (ac + t * dc)) ** 2
-        np.minimum(best, d2, out=best)
-    return best <= radius * radius
+        mask[r0:r1, c0:c1] |= d2 <= r2
+    return mask
 
 
 def _read_label_source(source, key, shape):

@@ -88,6 +88,127 @@ def _cmd_convert(args):
     return 0
 
 
+def _load_annotations_for_training(args, image):
+    """An annotation store (zarr written by vemkit.annotate) or a label image file (0 = unlabelled)."""
+    from pathlib import Path
+
+    from .annotate import open_annotations
+    from .io import open_volume
+
+    path = Path(args.annotations)
+    if path.is_dir() and ((path / "zarr.json").exists() or (path / ".zarray").exists()):
+        try:
+            ann = open_annotations(path)
+            return ann, ann.classes
+        except ValueError:
+            pass
+    labels = open_volume(args.annotations, warn_missing_voxel_size=False)
+    classes = [c.strip() for c in (args.classes or "background,foreground").split(",")]
+    return labels.data, classes
+
+
+def _cmd_train(args):
+    from .features import FeatureConfig
+    from .io import open_volume
+    from .pixel_classifier import PixelClassifier
+
+    if args.method != "rf":
+        print(f"error: --method {args.method} is not available yet; use --method rf", file=sys.stderr)
+        return 2
+    image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    annotations, classes = _load_annotations_for_training(args, image)
+    features = FeatureConfig(mode=args.mode) if args.mode else None
+    clf = PixelClassifier(classes=classes, features=features, n_estimators=args.trees, seed=args.seed)
+    clf.fit(image, annotations, device=args.device, progress=not args.quiet)
+    out = clf.save(args.out, overwrite=args.overwrite)
+    counts = ", ".join(f"{k}: {v}" for k, v in clf.training["annotated_voxels"].items())
+    print(f"trained a random forest on {counts} annotated voxels ({clf.training['n_features']} features); saved {out}")
+    return 0
+
+
+def _cmd_predict(args):
+    import json
+    from pathlib import Path
+
+    from .io import open_volume
+
+    cfg_path = Path(args.model) / "config.json"
+    if not cfg_path.exists():
+        print(f"error: {args.model} is not a vemkit model directory (no config.json)", file=sys.stderr)
+        return 2
+    kind = json.loads(cfg_path.read_text()).get("kind")
+    if kind != "vemkit.pixel_classifier":
+        print(f"error: models of kind {kind!r} cannot be run by this version of vemkit predict", file=sys.stderr)
+        return 2
+    from .pixel_classifier import load_pixel_classifier
+
+    clf = load_pixel_classifier(args.model)
+    image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    out = clf.predict_to(image, args.out, probabilities=args.probabilities, block=args.block,
+                         device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    what = "class probabilities (uint8, 255 = 1.0)" if args.probabilities else "labels (0 = background)"
+    print(f"wrote {what} of {image.shape} to {out}")
+    return 0
+
+
+def _cmd_instances(args):
+    from .instances import instances_blockwise
+    from .io import open_volume
+
+    src = open_volume(args.labels, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    vs = src.require_voxel_size("instance segmentation (sizes and distances are in nm)")
+    out = instances_blockwise(
+        src, args.out, method=args.method, block=args.block or (64, 256, 256), voxel_size=vs,
+        class_id=args.class_id, threshold=args.threshold, min_size_nm3=args.min_size_nm3,
+        min_distance_nm=args.min_distance_nm, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    n = int(open_volume(out, warn_missing_voxel_size=False).data.max().compute())
+    print(f"wrote {n} instances ({args.method}) to {out}")
+    return 0
+
+
+def _cmd_measure(args):
+    from .io import open_volume
+    from .measure import regionprops_blockwise, save_table
+
+    labels = open_volume(args.labels, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    vs = labels.require_voxel_size("measuring in physical units")
+    image = open_volume(args.image, warn_missing_voxel_size=False) if args.image else None
+    others = {}
+    for item in args.other or []:
+        name, _, path = item.partition("=")
+        if not path:
+            raise ValueError(f"--other takes NAME=PATH, got {item!r}")
+        others[name] = open_volume(path, warn_missing_voxel_size=False)
+    table = regionprops_blockwise(labels, image, voxel_size=vs, skeleton=args.skeleton,
+                                  other_labels=others or None, progress=not args.quiet)
+    out = save_table(table, args.out, overwrite=args.overwrite)
+    print(f"measured {len(table)} objects ({len(table.columns)} columns, physical units from {vs} nm) -> {out}")
+    return 0
+
+
+def _cmd_evaluate(args):
+    from pathlib import Path
+
+    from .io import open_volume
+    from .metrics import evaluate
+
+    pred = open_volume(args.pred, warn_missing_voxel_size=False)
+    truth = open_volume(args.truth, warn_missing_voxel_size=False)
+    ignore = None
+    if args.ignore:
+        ignore = open_volume(args.ignore, warn_missing_voxel_size=False).data.astype(bool)
+    result = evaluate(pred.data, truth.data, kind=args.kind, ignore=ignore)
+    result = {"pred": args.pred, "truth": args.truth, "kind": args.kind, **result}
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(out)!r} already exists; pass --overwrite to replace it")
+    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    headline = {k: result[k] for k in ("mean_iou", "mean_ap", "adapted_rand_error", "vi") if k in result}
+    print(f"{args.kind} evaluation -> {out}: {headline}")
+    return 0
+
+
 def _triple(kind):
     def parse(text):
         from ._voxel import parse_voxel_size
@@ -151,6 +272,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("train", help="train a pixel classifier on sparse annotations")
+    p.add_argument("--method", default="rf", choices=["rf"], help="rf: random forest on ilastik features")
+    p.add_argument("--image", required=True)
+    p.add_argument("--annotations", required=True,
+                   help="annotation store (zarr from vemkit.annotate) or label image: 0 unlabelled, 1 background, 2.. classes")
+    p.add_argument("--classes", help="class names for a label image, background first (default background,foreground)")
+    p.add_argument("--out", required=True, help="model directory")
+    p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--mode", choices=["2d", "3d"], help="features per section or in 3D (default: from the anisotropy)")
+    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where features are computed: cpu, cuda, auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict a whole volume with a model directory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--out", required=True, help="OUT.ome.zarr, or OUT.tif for labels")
+    p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
+    p.add_argument("--block", type=_triple("int"), metavar="Z,Y,X")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("instances", help="instance labels from a mask or probabilities, block by block")
+    p.add_argument("--labels", required=True, help="semantic mask, probabilities (with --channel) or binary mask")
+    p.add_argument("--out", required=True, help="OUT.ome.zarr or IMAGE.ome.zarr:/labels/NAME")
+    p.add_argument("--method", choices=["cc", "watershed"], default="cc")
+    p.add_argument("--class-id", type=int, help="which class of a semantic mask (default: any nonzero)")
+    p.add_argument("--threshold", type=float, help="foreground threshold for probabilities")
+    p.add_argument("--min-size-nm3", type=float)
+    p.add_argument("--min-distance-nm", type=float, default=100.0, help="watershed seed spacing")
+    p.add_argument("--block", type=_triple("int"), metavar="Z,Y,X")
+    p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_instances)
+
+    p = sub.add_parser("measure", help="measure every object in physical units into a CSV/Parquet table")
+    p.add_argument("--labels", required=True, help="instance labels")
+    p.add_argument("--image", help="EM image for intensity statistics")
+    p.add_argument("--out", required=True, help="table.csv or table.parquet")
+    p.add_argument("--other", action="append", metavar="NAME=PATH",
+                   help="another label volume: distance and contact area to it (repeatable)")
+    p.add_argument("--skeleton", action="store_true", help="skeleton length and branch count")
+    p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_measure)
+
+    p = sub.add_parser("evaluate", help="score a prediction against ground truth into metrics.json")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--ignore", help="mask of voxels to ignore (nonzero = ignored)")
+    p.add_argument("--kind", choices=["semantic", "instances"], default="semantic")
+    p.add_argument("--out", required=True, help="metrics.json")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,690 @@
+"""The in-notebook painting widget: brush strokes on one section of a volume, written to disk at once.
+
+:class:`Annotator` is an `anywidget <https://anywidget.dev>`_ (JupyterLab, Notebook 7, VS Code, Colab).
+The front end (``static/annotator.js``) shows one section on a canvas with zoom, pan, contrast, a class
+picker, brush, eraser and undo; each finished stroke goes to Python as one custom message, is written
+into the :class:`~vemkit.annotate.Annotations` zarr store before the next message is read, and the
+stored label layer of the section comes back, so the canvas shows what is on disk. Only the visible
+section is ever read from the volume. Without a widget front end (papermill, nbconvert, CI) the same
+output shows a PNG of the current section with its annotations.
+
+Not for: the store itself (:mod:`vemkit._annotations`), training on the annotations
+(:mod:`vemkit.pixel_classifier`), or 3D rendering.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+from pathlib import Path
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from ._annotations import Annotations, open_annotations
+
+__all__ = ["Annotator"]
+
+_STATIC = Path(__file__).parent / "static"
+_PLANE_AXIS = {"xy": 0, "xz": 1, "yz": 2}  # the axis each plane holds fixed
+_PNG_MAX_SIDE = 1024
+
+
+class Annotator(anywidget.AnyWidget):
+    """Paint sparse annotations on a volume in a notebook; every stroke is on disk before the next.
+
+    Parameters
+    ----------
+    volume : Volume or array of shape (Z, Y, X)
+        The image (numpy, dask or any lazy array; a 2D array is one section). Only the section on
+        screen is read.
+    annotations : Annotations or str or Path
+        The store to paint into, or its path: then it is opened (created if new) with
+        ``open_annotations(path, image=volume, classes=classes)``.
+    classes : list of str, optional
+        Class names, background first, for a store that is created here (default
+        ``["background", "foreground"]``). For an open :class:`Annotations`, must equal its classes.
+    predictor : callable, optional
+        ``predictor(z)`` returns the prediction of xy section ``z``: class probabilities of shape
+        ``(C, Y, X)`` (background first; C = 1 is a foreground probability) or a semantic label map of
+        shape ``(Y, X)`` (0 = background, k = ``classes[k]``). It is called after strokes (debounced
+        by ``preview_delay`` seconds), on a new section when ``live_preview`` is on, and by the
+        "Refresh preview" button; its result is shown as a coloured overlay.
+    z : int, optional
+        First xy section shown (default: the middle one).
+    brush : int
+        Brush radius in image pixels.
+    label : int or str, optional
+        Class selected at the start (value or name; default the first class after background).
+    contrast : "auto", None or (float, float)
+        Initial display range: 1-99 percentiles of the first section, its min/max, or given values.
+    planes : "auto" or sequence of {"xy", "xz", "yz"}
+        Planes offered by the plane selector; "auto" offers xz and yz only for volumes with a known,
+        near-isotropic voxel size (pixels are drawn square).
+    height : int
+        Height of the canvas in CSS pixels (it takes the output's full width).
+    label_opacity, overlay_opacity : float
+        Initial opacities of the painted labels and of the prediction overlay.
+    live_preview : bool
+        Call ``predictor`` after strokes and on section changes (else only on the button).
+    preview_delay : float
+        Seconds without strokes before the predictor is called (strokes are never delayed).
+
+    Attributes
+    ----------
+    annotations : Annotations
+        The store painted into.
+    plane : str
+        Plane shown (``"xy"``, ``"xz"`` or ``"yz"``).
+    index : int
+        Position of the shown section along the axis the plane holds fixed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> vol = np.random.default_rng(0).integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    >>> ann = Annotator(vol, os.path.join(tempfile.mkdtemp(), "ann.zarr"),
+    ...                 classes=["background", "mitochondria"], z=1)
+    >>> ann.paint([(10, 10), (10, 40)], "mitochondria", radius=2)
+    163
+    >>> int(ann.annotations.section(1)[10, 20])
+    2
+    >>> ann.undo()
+    True
+    >>> sorted(ann._repr_mimebundle_()[0])  # doctest: +NORMALIZE_WHITESPACE
+    ['application/vnd.jupyter.widget-view+json', 'image/png', 'text/plain']
+    """
+
+    _esm = _STATIC / "annotator.js"
+    _css = _STATIC / "annotator.css"
+
+    # volume and section shown
+    shape = t.List(t.Int(), default_value=[1, 1, 1]).tag(sync=True)
+    planes = t.List(t.Unicode(), default_value=["xy"]).tag(sync=True)
+    plane = t.Unicode("xy").tag(sync=True)
+    index = t.Int(0).tag(sync=True)
+    # the section's pixels: raw little-endian uint8 or uint16 (quantised over image_range), row-major
+    image = t.Bytes(b"").tag(sync=True)
+    image_dtype = t.Unicode("uint8").tag(sync=True)
+    image_range = t.List(t.Float(), default_value=[0.0, 255.0]).tag(sync=True)
+    image_key = t.Unicode("").tag(sync=True)
+    section_shape = t.List(t.Int(), default_value=[1, 1]).tag(sync=True)
+    value_range = t.List(t.Float(), default_value=[0.0, 255.0]).tag(sync=True)
+    contrast = t.List(t.Float(), default_value=[0.0, 255.0]).tag(sync=True)
+    # the stored labels of the section (zlib-compressed uint8) and the last stroke they include
+    labels = t.Bytes(b"").tag(sync=True)
+    labels_key = t.Unicode("").tag(sync=True)
+    last_stroke = t.Unicode("").tag(sync=True)
+    label_opacity = t.Float(0.55).tag(sync=True)
+    # the prediction overlay (zlib-compressed RGBA) and the section it belongs to
+    overlay = t.Bytes(b"").tag(sync=True)
+    overlay_key = t.Unicode("").tag(sync=True)
+    overlay_opacity = t.Float(0.5).tag(sync=True)
+    has_predictor = t.Bool(False).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    # painting
+    classes = t.List(t.Unicode()).tag(sync=True)
+    colors = t.List(t.List(t.Int())).tag(sync=True)
+    label = t.Int(2).tag(sync=True)
+    tool = t.Unicode("brush").tag(sync=True)
+    brush = t.Int(4).tag(sync=True)
+    height = t.Int(520).tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        volume,
+        annotations,
+        classes=None,
+        *,
+        predictor=None,
+        z=None,
+        brush: int = 4,
+        label=None,
+        contrast="auto",
+        planes="auto",
+        height: int = 520,
+        label_opacity: float = 0.55,
+        overlay_opacity: float = 0.5,
+        live_preview: bool = True,
+        preview_delay: float = 0.6,
+    ):
+        from .viz import _as_array, _check_contrast
+
+        image, voxel_size, _ = _as_array(volume, "volume")
+        self._image = image
+        self._voxel_size = voxel_size
+        vol_shape = tuple(int(s) for s in image.shape)
+        if isinstance(annotations, Annotations):
+            if classes is not None and [str(c) for c in classes] != annotations.classes:
+                raise ValueError(
+                    f"classes {list(classes)} differ from the store's {annotations.classes}; open the store "
+                    "with the classes you want (classes can only be added at the end)"
+                )
+            store = annotations
+        elif isinstance(annotations, (str, Path)):
+            store = open_annotations(annotations, image=volume if voxel_size is not None else image,
+                                     classes=classes)  # fmt: skip
+        else:
+            raise TypeError(f"annotations must be an Annotations store or a path, got {type(annotations).__name__}")
+        if store.shape != vol_shape:
+            raise ValueError(f"the annotations have shape {store.shape} but the volume has shape {vol_shape}")
+        if predictor is not None and not callable(predictor):
+            raise TypeError(f"predictor must be callable as predictor(z), got {type(predictor).__name__}")
+        if preview_delay < 0:
+            raise ValueError(f"preview_delay must be >= 0 seconds, got {preview_delay}")
+        self.annotations = store
+        self.predictor = predictor
+        self.live_preview = bool(live_preview)
+        self.preview_delay = float(preview_delay)
+        self._contrast_mode = _check_contrast(contrast)
+        self._positions = {p: s // 2 for p, s in zip(("xy", "xz", "yz"), vol_shape)}
+        if z is not None:
+            self._positions["xy"] = _check_index(z, vol_shape[0], "z")
+        self._overlays: dict[str, np.ndarray] = {}
+        self._labels_section = None
+        self._section_cache = None
+        self._preview_handle = None
+        offered = self._resolve_planes(planes, voxel_size)
+        label_value = store.value_of(label) if label is not None else min(2, store.n_values)
+        if label_value < 1:
+            raise ValueError("label must name a class (value 1 or more); erase with the eraser tool")
+        if int(brush) < 1:
+            raise ValueError(f"brush radius must be at least 1 pixel, got {brush}")
+        state = self._section_state("xy", self._positions["xy"], initial=True)
+        super().__init__(
+            shape=list(vol_shape),
+            planes=offered,
+            classes=list(store.classes),
+            colors=[list(int(v) for v in c) for c in store.colors],
+            label=label_value,
+            brush=int(brush),
+            height=int(height),
+            label_opacity=float(label_opacity),
+            overlay_opacity=float(overlay_opacity),
+            has_predictor=predictor is not None,
+            **state,
+        )
+        self.on_msg(self._on_custom_msg)
+        self.observe(self._on_position, names=["index", "plane"])
+        if predictor is not None and self.live_preview:
+            self._run_preview()
+
+    # ------------------------------------------------------------------------------------ state
+    @staticmethod
+    def _resolve_planes(planes, voxel_size):
+        if isinstance(planes, str) and planes == "auto":
+            if voxel_size is not None and max(voxel_size) <= 1.5 * min(voxel_size):
+                return ["xy", "xz", "yz"]
+            return ["xy"]
+        planes = [str(p) for p in ([planes] if isinstance(planes, str) else planes)]
+        bad = [p for p in planes if p not in _PLANE_AXIS]
+        if bad or "xy" not in planes:
+            raise ValueError(f"planes must be 'auto' or a list of 'xy' (required), 'xz', 'yz'; got {planes}")
+        return planes
+
+    @property
+    def z(self) -> int:
+        """Index of the xy section (settable; shows the xy plane)."""
+        return self._positions["xy"]
+
+    @z.setter
+    def z(self, value):
+        self.show("xy", value)
+
+    def show(self, plane: str = "xy", index=None):
+        """Show section ``index`` of ``plane`` (``"xy"``: index is z; ``"xz"``: y; ``"yz"``: x)."""
+        if plane not in self.planes:
+            raise ValueError(f"plane must be one of {self.planes} (see planes= of Annotator), got {plane!r}")
+        axis = _PLANE_AXIS[plane]
+        index = self._positions[plane] if index is None else _check_index(index, self.shape[axis], "zyx"[axis])
+        self._positions[plane] = index
+        if plane == self.plane and index == self.index:
+            return
+        with self.hold_trait_notifications():
+            self.plane, self.index = plane, index
+
+    def _on_position(self, change):
+        if self.plane not in self.planes:
+            self.plane = "xy" if "xy" in self.planes else self.planes[0]
+            return
+        plane = self.plane
+        if change["name"] == "plane" and self.index != self._positions[plane]:
+            self.index = self._positions[plane]  # each plane keeps its own position
+            return
+        index = min(max(int(self.index), 0), self.shape[_PLANE_AXIS[plane]] - 1)
+        if index != self.index:
+            self.index = index
+            return
+        self._positions[plane] = index
+        if self.image_key != f"{plane}:{index}":
+            self._set_section(plane, index)
+
+    def _key(self, plane=None, index=None):
+        return f"{plane or self.plane}:{self.index if index is None else index}"
+
+    def _read_section(self, plane, index):
+        from .viz import _compute
+
+        sl = [slice(None)] * 3
+        sl[_PLANE_AXIS[plane]] = int(index)
+        return _compute(self._image[tuple(sl)])[0]
+
+    def _section_state(self, plane, index, initial=False):
+        """Trait values that show section ``index`` of ``plane`` (image, stored labels, overlay)."""
+        from .viz import _contrast_limits
+
+        section = self._read_section(plane, index)
+        self._section_cache = (plane, index, section)
+        encoded, dtype, rng = _encode_image(section)
+        finite = section[np.isfinite(section)] if section.dtype.kind == "f" else section
+        smin, smax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        state = {
+            "plane": plane,
+            "index": int(index),
+            "image": encoded,
+            "image_dtype": dtype,
+            "image_range": rng,
+            "image_key": f"{plane}:{index}",
+            "section_shape": [int(s) for s in section.shape],
+        }
+        if initial:
+            if np.dtype(section.dtype) == np.uint8:
+                vr = [0.0, 255.0]
+            else:
+                vr = [smin, smax if smax > smin else smin + 1.0]
+            lo, hi = _contrast_limits([section], self._contrast_mode)
+            state["value_range"] = [min(vr[0], lo), max(vr[1], hi)]
+            state["contrast"] = [lo, hi]
+        else:
+            vr = list(self.value_range)
+            if smin < vr[0] or smax > vr[1]:
+                state["value_range"] = [min(vr[0], smin), max(vr[1], smax)]
+        self._labels_section = self.annotations.section(index, plane).copy()
+        state["labels"] = _deflate(self._labels_section)
+        state["labels_key"] = f"{plane}:{index}"
+        rgba = self._overlays.get(f"{plane}:{index}")
+        state["overlay"] = _deflate(rgba) if rgba is not None else b""
+        state["overlay_key"] = f"{plane}:{index}" if rgba is not None else ""
+        return state
+
+    def _set_section(self, plane, index):
+        state = self._section_state(plane, index)
+        with self.hold_sync():
+            for name, value in state.items():
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
+        if self.predictor is not None and self.live_preview and f"{plane}:{index}" not in self._overlays:
+            self._schedule_preview()
+
+    def refresh(self):
+        """Re-read the shown section and its stored labels (after the store or volume changed elsewhere)."""
+        self._set_section(self.plane, self.index)
+
+    def _send_labels(self, last_stroke=None):
+        with self.hold_sync():
+            self.labels = _deflate(self._labels_section)
+            self.labels_key = self._key()
+            if last_stroke is not None:
+                self.last_stroke = str(last_stroke)
+
+    # --------------------------------------------------------------------------------- messages
+    def _on_custom_msg(self, widget, content, buffers):
+        self.handle_message(content, buffers)
+
+    def handle_message(self, content, buffers=None):
+        """Handle one message from the front end, as anywidget delivers it.
+
+        ``{"type": "stroke", "id", "points": [[row, col], ...], "radius", "label", "erase", "plane",
+        "index"}`` paints (or erases) and writes to the store at once; ``{"type": "undo"}``;
+        ``{"type": "predict"}`` refreshes the prediction overlay; ``{"type": "refresh"}``. Errors are
+        reported to the front end (``status`` and an ``{"type": "error"}`` message), never raised.
+
+        Returns
+        -------
+        dict
+            ``{"ok": True, ...}`` with what was done, or ``{"ok": False, "error": message}``.
+        """
+        content = content if isinstance(content, dict) else {}
+        try:
+            result = self._dispatch(content)
+        except Exception as err:  # reported in the widget: a message handler must not raise
+            message = f"{type(err).__name__}: {err}"
+            self.status = f"⚠ {message}"
+            if content.get("type") == "stroke" and content.get("id") is not None:
+                self.last_stroke = str(content["id"])  # the front end drops the stroke it could not store
+            self.send({"type": "error", "id": content.get("id"), "message": message})
+            return {"ok": False, "error": message}
+        return {"ok": True, **result}
+
+    def _dispatch(self, content):
+        kind = content.get("type")
+        if kind == "stroke":
+            return self._stroke(content)
+        if kind == "undo":
+            return {"undone": self.undo()}
+        if kind == "predict":
+            return {"predicted": self.refresh_preview()}
+        if kind == "refresh":
+            self.refresh()
+            return {}
+        raise ValueError(f"unknown message type {kind!r}")
+
+    def _stroke(self, content):
+        plane = content.get("plane", self.plane)
+        if plane not in _PLANE_AXIS:
+            raise ValueError(f"stroke plane must be 'xy', 'xz' or 'yz', got {plane!r}")
+        index = content.get("index", self.index)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f"stroke index must be an integer, got {index!r}")
+        erase = bool(content.get("erase", False))
+        if erase:
+            value = 0
+        else:
+            label = content.get("label")
+            if isinstance(label, str):
+                value = self.annotations.value_of(label)
+            elif isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise ValueError(f"stroke label must be a class value, got {label!r}")
+            else:
+                value = int(label)
+            if not 1 <= value <= self.annotations.n_values:
+                raise ValueError(
+                    f"label {label!r} is beyond the declared classes: "
+                    + ", ".join(f"{i + 1} = {c}" for i, c in enumerate(self.annotations.classes))
+                    + " (use erase to unlabel); nothing was written"
+                )
+        try:
+            radius = float(content.get("radius", self.brush))
+            points = np.asarray(content.get("points", []), dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"stroke points must be a list of [row, col] pairs and radius a number: {err}") from None
+        changed = self.annotations.add_stroke(points, value, radius=radius, index=int(index), plane=plane)
+        section_shape = _plane_shape(plane, self.annotations.shape)
+        if plane == self.plane and int(index) == self.index:
+            if changed and points.size:
+                r0 = max(int(np.floor(points[:, 0].min() - radius)) - 1, 0)
+                r1 = min(int(np.ceil(points[:, 0].max() + radius)) + 2, section_shape[0])
+                c0 = max(int(np.floor(points[:, 1].min() - radius)) - 1, 0)
+                c1 = min(int(np.ceil(points[:, 1].max() + radius)) + 2, section_shape[1])
+                self._labels_section[r0:r1, c0:c1] = self._read_labels(plane, index, (r0, r1), (c0, c1))
+        elif changed:
+            self._labels_section = self.annotations.section(self.index, self.plane).copy()
+        self._send_labels(last_stroke=content.get("id", ""))
+        name = "erased" if erase else self.annotations.classes[value - 1]
+        self.status = f"{name}: {changed} pixels at {plane} {index} (saved)"
+        if changed:
+            self._schedule_preview()
+        return {"changed": changed}
+
+    def _read_labels(self, plane, index, rows, cols):
+        sl = [slice(*rows), slice(*cols)]
+        sl.insert(_PLANE_AXIS[plane], slice(int(index), int(index) + 1))
+        return np.asarray(self.annotations.array[tuple(sl)]).squeeze(axis=_PLANE_AXIS[plane])
+
+    # ----------------------------------------------------------------------------- python API
+    def paint(self, points, label, radius=None, *, z=None, plane=None, erase=False):
+        """Paint a stroke through the same path as a stroke drawn in the widget (written to disk at once).
+
+        Parameters
+        ----------
+        points : sequence of (row, col)
+            Pixel coordinates in the section ((y, x) for xy).
+        label : int or str
+            Class value (1 = background, 2.. = classes) or name.
+        radius : float, optional
+            Brush radius in pixels (default: the widget's brush).
+        z : int, optional
+            xy section (default: the one shown); ``plane`` and ``index`` of another plane via ``plane``.
+        plane : str, optional
+            Plane of the points (default: the one shown, or "xy" when ``z`` is given).
+        erase : bool
+            Unlabel instead of painting.
+
+        Returns
+        -------
+        int
+            Number of voxels changed.
+        """
+        if z is not None:
+            plane, index = "xy", _check_index(z, self.shape[0], "z")
+        else:
+            plane = plane or self.plane
+            index = self.index if plane == self.plane else self._positions[plane]
+        msg = {
+            "type": "stroke",
+            "id": "python",
+            "points": np.asarray(points, dtype=np.float64).reshape(-1, 2).tolist(),
+            "radius": float(self.brush if radius is None else radius),
+            "label": label,
+            "erase": bool(erase),
+            "plane": plane,
+            "index": int(index),
+        }
+        return self._dispatch(msg)["changed"]
+
+    def erase(self, points, radius=None, *, z=None, plane=None):
+        """Unlabel along a stroke; see :meth:`paint`."""
+        return self.paint(points, 0, radius, z=z, plane=plane, erase=True)
+
+    def undo(self) -> bool:
+        """Revert the last edit of the store (:meth:`Annotations.undo`) and show the result."""
+        undone = self.annotations.undo()
+        self._labels_section = self.annotations.section(self.index, self.plane).copy()
+        self._send_labels()
+        self.status = "undone" if undone else "nothing to undo"
+        if undone:
+            self._schedule_preview()
+        return undone
+
+    # -------------------------------------------------------------------------------- overlay
+    def set_overlay(self, z, array, *, plane="xy"):
+        """Show a prediction over section ``z`` (``plane`` index for xz/yz).
+
+        Parameters
+        ----------
+        z : int
+            The section the prediction belongs to.
+        array : ndarray of shape (C, Y, X) or (Y, X)
+            Class probabilities (background first; C = 1 or a float (Y, X) map is a foreground
+            probability) or a semantic label map (integers, 0 = background, k = ``classes[k]``).
+            ``None`` removes the overlay of that section.
+        """
+        if plane not in _PLANE_AXIS:
+            raise ValueError(f"plane must be 'xy', 'xz' or 'yz', got {plane!r}")
+        axis = _PLANE_AXIS[plane]
+        index = _check_index(z, self.shape[axis], "zyx"[axis])
+        key = f"{plane}:{index}"
+        if array is None:
+            self._overlays.pop(key, None)
+        else:
+            self._overlays[key] = _prediction_rgba(array, _plane_shape(plane, self.annotations.shape),
+                                                   self.annotations.colors)  # fmt: skip
+        if key == self._key():
+            rgba = self._overlays.get(key)
+            with self.hold_sync():
+                self.overlay = _deflate(rgba) if rgba is not None else b""
+                self.overlay_key = key if rgba is not None else ""
+
+    def refresh_preview(self) -> bool:
+        """Call the predictor on the shown xy section now and show its result; False without one."""
+        self._cancel_preview()
+        if self.predictor is None:
+            self.status = "no predictor: pass predictor= to Annotator, or push one with set_overlay(z, array)"
+            return False
+        if self.plane != "xy":
+            self.status = "the preview is computed for xy sections only"
+            return False
+        z = self.index
+        self.busy = True
+        try:
+            result = self.predictor(z)
+        finally:
+            self.busy = False
+        self.set_overlay(z, np.asarray(result))
+        self.status = f"preview of z {z} updated"
+        return True
+
+    def _run_preview(self):
+        self._preview_handle = None
+        try:
+            self.refresh_preview()
+        except Exception as err:  # a failing predictor must not break painting
+            self.status = f"⚠ predictor failed: {type(err).__name__}: {err}"
+
+    def _schedule_preview(self):
+        """Run the predictor after ``preview_delay`` s without strokes (at once outside an event loop)."""
+        if self.predictor is None or not self.live_preview:
+            return
+        self._cancel_preview()
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self.preview_delay == 0:
+            self._run_preview()
+        else:
+            self._preview_handle = loop.call_later(self.preview_delay, self._run_preview)
+
+    def _cancel_preview(self):
+        if self._preview_handle is not None:
+            self._preview_handle.cancel()
+            self._preview_handle = None
+
+    # ---------------------------------------------------------------------------- static output
+    def snapshot(self) -> np.ndarray:
+        """RGB image (uint8, shape (rows, cols, 3)) of the shown section with its labels and overlay."""
+        plane, index = self.plane, self.index
+        cache = self._section_cache
+        section = cache[2] if cache and cache[:2] == (plane, index) else self._read_section(plane, index)
+        lo, hi = self.contrast
+        gray = np.nan_to_num((section.astype(np.float32) - lo) / max(hi - lo, 1e-12), nan=0.0)
+        rgb = np.repeat((np.clip(gray, 0, 1) * 255)[..., None], 3, axis=2)
+        labels = self._labels_section
+        if labels is not None and labels.any():
+            table = np.zeros((256, 3), np.float32)
+            table[1 : len(self.colors) + 1] = np.asarray(self.colors, np.float32)
+            alpha = (labels > 0)[..., None] * float(self.label_opacity)
+            rgb = rgb * (1 - alpha) + table[labels] * alpha
+        rgba = self._overlays.get(self._key())
+        if rgba is not None:
+            alpha = rgba[..., 3:4].astype(np.float32) / 255 * float(self.overlay_opacity)
+            rgb = rgb * (1 - alpha) + rgba[..., :3] * alpha
+        return np.round(rgb).astype(np.uint8)
+
+    def to_png(self) -> bytes:
+        """PNG bytes of :meth:`snapshot` (sections larger than 1024 pixels are subsampled)."""
+        from PIL import Image
+
+        rgb = self.snapshot()
+        step = max(1, int(np.ceil(max(rgb.shape[:2]) / _PNG_MAX_SIDE)))
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb[::step, ::step])).save(buf, format="png")
+        return buf.getvalue()
+
+    def save(self, path):
+        """Write :meth:`to_png` to ``path``."""
+        Path(path).write_bytes(self.to_png())
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget for widget front ends, plus a PNG of the section for everything else."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle or {}, {})
+        data = dict(data)
+        data["image/png"] = base64.b64encode(self.to_png()).decode("ascii")
+        data["text/plain"] = repr(self)
+        return data, metadata
+
+    def __repr__(self):
+        counts = ", ".join(f"{k}={v}" for k, v in zip(self.classes, np.bincount(
+            self._labels_section.ravel(), minlength=len(self.classes) + 1)[1:].tolist()))  # fmt: skip
+        return (
+            f"Annotator(shape={tuple(self.shape)}, {self.plane} {self.index}, store={str(self.annotations.path)!r}, "
+            f"labelled here: {counts})"
+        )
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+def _check_index(value, size, axis):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{axis} must be an integer index, got {value!r}")
+    index = int(value) + (size if value < 0 else 0)
+    if not 0 <= index < size:
+        raise ValueError(f"{axis}={value} is outside the volume, which has {size} sections along {axis}")
+    return index
+
+
+def _plane_shape(plane, shape):
+    axis = _PLANE_AXIS[plane]
+    return tuple(s for i, s in enumerate(shape) if i != axis)
+
+
+def _deflate(array) -> bytes:
+    return zlib.compress(np.ascontiguousarray(array).tobytes(), 1)
+
+
+def _encode_image(section):
+    """Bytes the front end shows: uint8 as is, anything else quantised to uint16 over its own range."""
+    section = np.asarray(section)
+    if section.dtype == np.uint8:
+        return np.ascontiguousarray(section).tobytes(), "uint8", [0.0, 255.0]
+    values = section.astype(np.float64)
+    finite = np.isfinite(values)
+    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
+    if section.dtype.kind in "iu" and hi - lo <= 65535:
+        q = np.where(finite, values - lo, 0)
+        hi = lo + 65535.0
+    else:
+        hi = hi if hi > lo else lo + 1.0
+        q = np.where(finite, np.round((values - lo) * (65535.0 / (hi - lo))), 0)
+    return np.ascontiguousarray(q.astype("<u2")).tobytes(), "uint16", [lo, hi]
+
+
+def _prediction_rgba(array, shape, colors):
+    """RGBA (uint8) of a prediction: class colours, opacity = confidence for probabilities."""
+    array = np.asarray(array)
+    colors = np.asarray(colors, np.uint8)
+    if array.ndim == 3 and array.shape[0] == 1:  # one channel: a foreground probability
+        array = array[0].astype(np.float32)
+    if array.ndim == 2:
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"prediction has shape {array.shape}; the section is {tuple(shape)} (Y, X)")
+        out = np.zeros((*array.shape, 4), np.uint8)
+        if array.dtype.kind == "f":  # foreground probability -> colour of the first class, alpha = p
+            p = np.clip(np.nan_to_num(array, nan=0.0), 0, 1)
+            out[..., :3] = colors[min(1, len(colors) - 1)]
+            out[..., 3] = np.round(p * 255)
+            return out
+        if array.dtype == bool or array.dtype.kind in "iu":
+            labels = array.astype(np.int64)
+            if labels.size and (labels.min() < 0 or labels.max() >= len(colors)):
+                raise ValueError(
+                    f"label map holds values {int(labels.min())}..{int(labels.max())}; "
+                    f"expected 0..{len(colors) - 1} (0 = background, k = class k)"
+                )
+            out[..., :3] = colors[labels]
+            out[..., 3] = 255
+            return out
+        raise ValueError(f"prediction dtype {array.dtype} is neither probabilities (float) nor labels (int)")
+    if array.ndim == 3:
+        if tuple(array.shape[1:]) != tuple(shape):
+            raise ValueError(f"prediction has shape {array.shape}; expected (C, {shape[0]}, {shape[1]})")
+        if array.shape[0] > len(colors):
+            raise ValueError(f"prediction has {array.shape[0]} channels but the store has {len(colors)} classes")
+        p = np.nan_to_num(array.astype(np.float32), nan=0.0)
+        best = np.argmax(p, axis=0)
+        top = np.take_along_axis(p, best[None], axis=0)[0]
+        c = p.shape[0]
+        conf = np.clip((top - 1.0 / c) / (1 - 1.0 / c), 0, 1) if c > 1 else np.clip(top, 0, 1)
+        out = np.zeros((*shape, 4), np.uint8)
+        out[..., :3] = colors[best]
+        out[..., 3] = np.round(conf * 255)
+        return out
+    raise ValueError(f"prediction must be (C, Y, X) probabilities or a (Y, X) map, got shape {array.shape}")
