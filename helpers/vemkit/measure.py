@@ -700,7 +700,6 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
     (1, 'volume_um3')
     """
     import pandas as pd
-    from matplotlib.figure import Figure
 
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
@@ -717,7 +716,9 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
             raise ValueError(f"column {c!r} is not numeric (dtype {df[c].dtype})")
     if by is not None and by not in df.columns:
         raise ValueError(f"by={by!r} is not a column of the table")
-    fig = Figure(figsize=(3.6 * len(columns), 3.2), layout="constrained")
+    from .viz import _new_figure  # a figure that shows itself in notebooks without pyplot
+
+    fig = _new_figure((3.6 * len(columns), 3.2), layout="constrained")
     axes = fig.subplots(1, len(columns), squeeze=False)[0]
     for ax, column in zip(axes, columns):
         if by is None:

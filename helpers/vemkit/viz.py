@@ -293,7 +293,7 @@ def _voxel_text(voxel_size):
     return "voxel " + " × ".join(f"{v:g}" for v in voxel_size) + " nm (z, y, x)"
 
 
-def _new_figure(figsize):
+def _new_figure(figsize, **kwargs):
     from matplotlib.figure import Figure
 
     class _DisplayFigure(Figure):
@@ -305,7 +305,7 @@ def _new_figure(figsize):
             self.savefig(buf, format="png", facecolor="white", bbox_inches="tight")
             return buf.getvalue()
 
-    return _DisplayFigure(figsize=figsize)
+    return _DisplayFigure(figsize=figsize, **kwargs)
 
 
 def _png_bytes(fig, dpi=None):
