@@ -777,17 +777,18 @@ def _reflect_index(start: int, stop: int, n: int) -> np.ndarray:
 
 def _read_padded(source, region, pad_lo, pad_hi):
     """Read ``source[region]`` grown by ``pad_lo`` / ``pad_hi`` voxels per axis, mirrored at the borders."""
-    idx = [
-        _reflect_index(sl.start - lo, sl.stop + hi, n)
-        for sl, lo, hi, n in zip(region, pad_lo, pad_hi, source.shape)
-    ]
+    starts = [sl.start - lo for sl, lo in zip(region, pad_lo)]
+    stops = [sl.stop + hi for sl, hi in zip(region, pad_hi)]
+    inner = [slice(max(a, 0), min(b, n)) for a, b, n in zip(starts, stops, source.shape)]
+    outside = [(sl.start - a, b - sl.stop) for a, b, sl in zip(starts, stops, inner)]
+    if all(max(a, b) <= sl.stop - sl.start - 1 or a == b == 0 for (a, b), sl in zip(outside, inner)):
+        block = np.asarray(source[tuple(inner)])  # one mirror fits inside the data read: np.pad is enough
+        return np.pad(block, outside, mode="reflect") if any(a or b for a, b in outside) else block
+    idx = [_reflect_index(a, b, n) for a, b, n in zip(starts, stops, source.shape)]
     lo = [int(i.min()) for i in idx]
     hi = [int(i.max()) + 1 for i in idx]
     block = np.asarray(source[tuple(slice(a, b) for a, b in zip(lo, hi))])
-    rel = [i - a for i, a in zip(idx, lo)]
-    if all(np.array_equal(r, np.arange(len(r))) for r in rel):
-        return block
-    return block[np.ix_(*rel)]
+    return block[np.ix_(*[i - a for i, a in zip(idx, lo)])]
 
 
 def _as_source(image, voxel_size, name="image"):
