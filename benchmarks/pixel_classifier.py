@@ -4,7 +4,8 @@ beside scikit-image's ``multiscale_basic_features``, with the same random forest
 Scribbles are made from the ground truth of two sections (as a user would paint them), the forest is
 trained on those voxels only, and the other 18 sections are predicted and scored (IoU of the
 mitochondria class). Printed: IoU of each, feature time per 1024 x 1024 section (median over sections
-and repeats), and the ratio skimage / vemkit.
+and repeats), and the ratio skimage / vemkit, for vemkit's default set (40 channels: the ilastik set)
+and for "vemkit-20", the same kinds as skimage's (Gaussian, gradient, Hessian eigenvalues; 20 channels).
 
 Run from the project root (the data comes from the manifest; offline, point VEMKIT_DATA_DIR at a folder
 holding it, e.g. ../shared/data)::
@@ -56,16 +57,20 @@ def main():
     lo, hi = intensity_range(image)
     norm = (image.astype(np.float32) - lo) / (hi - lo)
     config = FeatureConfig(mode="2d")
+    matched = FeatureConfig(mode="2d", features=("gaussian", "ggm", "hoge"))  # the kinds skimage computes
     scales = config.scales
 
     def vemkit_feats(z):
         return compute_features(norm[z], config, voxel_size=ds.voxel_size)[:, 0]
 
+    def vemkit_matched_feats(z):
+        return compute_features(norm[z], matched, voxel_size=ds.voxel_size)[:, 0]
+
     def skimage_feats(z):
         return skimage_features(norm[z], min(scales), max(scales), len(scales))
 
     results = {}
-    for name, fn in (("vemkit", vemkit_feats), ("skimage", skimage_feats)):
+    for name, fn in (("vemkit", vemkit_feats), ("vemkit-20", vemkit_matched_feats), ("skimage", skimage_feats)):
         fn(0)  # warm-up (torch thread pool, caches)
         times, feats = [], {}
         for rep in range(args.repeats):
@@ -93,9 +98,12 @@ def main():
         }
         print(f"{name:8s} IoU {score:.3f}  features {results[name]['n_features']:3d}  "
               f"feature time / section {np.median(times):.3f} s (median of {len(times)})")
-    v, s = results["vemkit"], results["skimage"]
-    print(f"\nIoU vemkit - skimage: {v['iou_test_sections'] - s['iou_test_sections']:+.3f}; "
-          f"feature speed-up skimage/vemkit: {s['feature_s_per_section_median'] / v['feature_s_per_section_median']:.2f}x")
+    s = results["skimage"]
+    for name in ("vemkit", "vemkit-20"):
+        v = results[name]
+        print(f"{name}: IoU - skimage's {v['iou_test_sections'] - s['iou_test_sections']:+.3f}; feature speed-up "
+              f"skimage/{name}: {s['feature_s_per_section_median'] / v['feature_s_per_section_median']:.2f}x "
+              f"({v['n_features']} vs {s['n_features']} features)")
     print(json.dumps(results))
 
 
