@@ -6,6 +6,7 @@ from scipy import ndimage as ndi
 
 from vemkit.features import (
     DEFAULT_SCALES,
+    DEFAULT_FEATURES,
     FEATURE_TYPES,
     FeatureConfig,
     _eig3,
@@ -35,8 +36,11 @@ def _rel_err(a, b):
 
 def test_config_names_and_counts():
     cfg = FeatureConfig()
-    assert cfg.scales == DEFAULT_SCALES and cfg.features == FEATURE_TYPES and cfg.mode == "2d"
-    assert cfg.n_features() == len(cfg.names()) == 5 * (4 + 2 + 2)
+    assert cfg.scales == DEFAULT_SCALES and cfg.features == DEFAULT_FEATURES and cfg.mode == "2d"
+    assert set(DEFAULT_FEATURES) <= set(FEATURE_TYPES)
+    assert cfg.n_features() == len(cfg.names()) == 5 * (2 + 2 + 2)
+    full = FeatureConfig(features=FEATURE_TYPES)
+    assert full.n_features() == 5 * (4 + 2 + 2)
     assert cfg.names()[:2] == ["gaussian_s0.7", "gaussian_s1.0"]
     assert "hoge_s3.5_ev1" in cfg.names() and "ste_s5.0_ev0" in cfg.names()
     cfg3 = FeatureConfig(scales=[1.6], features=["hoge", "log"], mode="3D")
@@ -293,7 +297,7 @@ def test_inputs_and_output_types():
     assert np.allclose(compute_features(vol, cfg), ref, atol=1e-4)
     # a Volume's voxel size is used in 3d mode
     vol3 = Volume.from_array(np.repeat(img[None], 5, 0), voxel_size=(8, 8, 8))
-    f3 = compute_features(vol3, FeatureConfig(scales=(1.0,), mode="3d"))
+    f3 = compute_features(vol3, FeatureConfig(scales=(1.0,), features=FEATURE_TYPES, mode="3d"))
     assert f3.shape == (10, 5, 20, 36)
     assert compute_features(np.zeros((7, 5), bool), cfg).shape == (cfg.n_features(), 1, 7, 5)
     assert compute_features(img, cfg.to_dict()).shape == ref.shape
@@ -415,3 +419,19 @@ def test_cuda_matches_cpu():
         gpu = compute_features(vol, cfg, voxel_size=vs, device="cuda")
         scale = np.abs(cpu).reshape(len(cpu), -1).max(1)[:, None, None, None] + 1e-6
         assert (np.abs(gpu - cpu) / scale).max() < 1e-3
+
+
+def test_border_mirroring_matches_the_blockwise_reader():
+    from vemkit._blockwise import read_with_halo
+    from vemkit.features import _read_padded
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        shape = tuple(int(n) for n in rng.integers(1, 9, 3))
+        src = rng.random(shape)
+        region = []
+        for n in shape:
+            a = int(rng.integers(0, n))
+            region.append(slice(a, int(rng.integers(a + 1, n + 1))))
+        halo = tuple(int(h) for h in rng.integers(0, 12, 3))
+        assert np.array_equal(_read_padded(src, tuple(region), halo, halo), read_with_halo(src, tuple(region), halo))
