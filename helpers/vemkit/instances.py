@@ -540,19 +540,9 @@ def seeded_watershed(foreground_prob, boundary_prob=None, distance=None, *, thre
 
 def _open_source(source, voxel_size):
     """(array that can be sliced block by block, voxel size or None)."""
-    from ._volume import Volume
-    from .io import open_volume
+    from ._volume import unwrap_volume
 
-    carried = None
-    if isinstance(source, (str, Path)):
-        source = open_volume(source, warn_missing_voxel_size=False)
-    if isinstance(source, Volume):
-        carried = source.voxel_size
-        source = source.data
-    if not hasattr(source, "shape") or not hasattr(source, "dtype"):
-        source = np.asarray(source)
-    if len(source.shape) != 3:
-        raise ValueError(f"mask_or_volume must be a 3D (z, y, x) array, got shape {tuple(source.shape)}")
+    source, carried = unwrap_volume(source, "mask_or_volume")
     vs = None
     if voxel_size is not None or carried is not None:
         from ._voxel import check_voxel_size

@@ -87,23 +87,13 @@ def _shape_of(array):
 
 def _source(array, name: str, lazy: bool):
     """(sliceable array, voxel size it carries): Volumes give their dask data, paths are opened."""
-    from ._volume import Volume
+    from ._volume import unwrap_volume
 
-    carried = None
-    if lazy and isinstance(array, (str, Path)):
-        from .io import open_volume
-
-        array = open_volume(array, warn_missing_voxel_size=False)
-    if isinstance(array, Volume):
-        carried = array.voxel_size
-        array = array.data
-    if not hasattr(array, "shape") or not hasattr(array, "dtype"):
-        array = np.asarray(array)
+    if not lazy and isinstance(array, (str, Path)):
+        array = np.asarray(array)  # the in-memory table takes arrays, not paths: reported as not 3D
+    array, carried = unwrap_volume(array, name)
     if not lazy and not isinstance(array, np.ndarray):
         array = np.asarray(array.compute() if hasattr(array, "compute") else array)
-    if len(array.shape) != 3:
-        hint = " (for a single 2D section pass labels[None])" if len(array.shape) == 2 else ""
-        raise ValueError(f"{name} must be a 3D (z, y, x) array, got shape {_shape_of(array)}{hint}")
     return array, carried
 
 
