@@ -551,6 +551,17 @@ def _open_source(source, voxel_size):
     return source, vs
 
 
+def _check_block(block, shape):
+    """``block`` as three positive ints (z, y, x), clipped to ``shape``; a clear error otherwise."""
+    try:
+        block = tuple(int(b) for b in block)
+    except TypeError:
+        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}") from None
+    if len(block) != 3 or min(block) < 1:
+        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}")
+    return tuple(min(b, max(n, 1)) for b, n in zip(block, shape))
+
+
 def _grid(shape, block):
     """Block index -> region (tuple of slices), for every block of the grid."""
     import itertools
@@ -707,13 +718,7 @@ def instances_blockwise(
     if threshold is not None:
         threshold = float(threshold)
     connectivity = _check_connectivity(connectivity)
-    try:
-        block = tuple(int(b) for b in block)
-    except TypeError:
-        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}") from None
-    if len(block) != 3 or min(block) < 1:
-        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}")
-    block = tuple(min(b, max(n, 1)) for b, n in zip(block, shape))
+    block = _check_block(block, shape)
     if method == "watershed":
         if vs is None:
             raise ValueError('method="watershed" needs voxel_size=(z, y, x) in nm')

@@ -560,20 +560,14 @@ def regionprops_blockwise(labels_volume, image=None, *, voxel_size=None, propert
 
     from tqdm.auto import tqdm
 
-    from .instances import _grid, _read_clipped
+    from .instances import _check_block, _grid, _read_clipped
     from .segment_classic import _check_nonnegative
 
     labels, image, others, vs, properties = _prepare(labels_volume, image, other_labels, voxel_size,
                                                      properties, lazy=True)
     max_distance_nm = _check_nonnegative(max_distance_nm, "max_distance_nm")
-    try:
-        block = tuple(int(b) for b in block)
-    except TypeError:
-        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}") from None
-    if len(block) != 3 or min(block) < 1:
-        raise ValueError(f"block must be three positive integers (z, y, x), got {block!r}")
     shape = _shape_of(labels)
-    block = tuple(min(b, max(n, 1)) for b, n in zip(block, shape))
+    block = _check_block(block, shape)
     regions, _ = _grid(shape, block)
     halo = tuple(int(math.ceil(max_distance_nm / v)) + 1 for v in vs)
     use_image = image is not None and "intensity" in properties
