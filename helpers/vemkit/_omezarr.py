@@ -175,8 +175,13 @@ def write_multiscale(
     memory_bytes: int,
     progress: bool,
     compressor_level: int = 3,
+    base_written: bool = False,
 ):
-    """Write ``data`` as a multiscale pyramid into the zarr ``group``; return the level shapes."""
+    """Write ``data`` as a multiscale pyramid into the zarr ``group``; return the level shapes.
+
+    With ``base_written``, level ``"0"`` already holds ``data`` (written block by block elsewhere, e.g.
+    by :mod:`vemkit.predict`); only the coarser levels are computed, from it.
+    """
     import dask.array as da
     from tqdm.auto import tqdm
 
@@ -194,7 +199,7 @@ def write_multiscale(
         level_shapes.append(tuple(max(n // fi, 1) for n, fi in zip(level_shapes[-1], f)))
     total = sum(
         len(_slabs(shp, tuple(min(c, n) for c, n in zip(chunks, shp)), itemsize, memory_bytes))
-        for shp in level_shapes
+        for shp in level_shapes[1 if base_written else 0:]
     )
     bar = tqdm(total=total, desc=f"{name}: {len(level_shapes)} level(s)", unit="slab", disable=not progress)
     zarr_format = 2 if version == "0.4" else 3
@@ -224,8 +229,13 @@ def write_multiscale(
             kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
         else:
             kwargs["dimension_names"] = ["c", "z", "y", "x"][-current.ndim :]
-        arr = group.create_array(**kwargs)
-        _store_slabs(current, arr, memory_bytes, bar)
+        if level == 0 and base_written:
+            arr = group[path]
+            if tuple(arr.shape) != tuple(current.shape):
+                raise ValueError(f"level 0 has shape {arr.shape}, expected {current.shape}")
+        else:
+            arr = group.create_array(**kwargs)
+            _store_slabs(current, arr, memory_bytes, bar)
         paths.append(path)
         scales.append([1.0] * n_lead + list(scale))
         translations.append([0.0] * n_lead + list(translation))
