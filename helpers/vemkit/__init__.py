@@ -10,6 +10,9 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.annotate` keeps sparse annotations on disk and paints them in a notebook widget.
 - :mod:`vemkit.features` computes ilastik-style pixel features, on CPU or GPU.
 - :mod:`vemkit.pixel_classifier` trains a random forest on annotated voxels and predicts blockwise.
+- :mod:`vemkit.models` holds the U-Nets and the model directory; :mod:`vemkit.augment` the training
+  augmentations; :mod:`vemkit.predict` runs a network over a volume block by block (GPU or CPU,
+  resumable, on a dask cluster).
 - :mod:`vemkit.instances` turns masks and probabilities into instance labels, blockwise.
 - :mod:`vemkit.measure` measures every object in physical units.
 - :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "annotate",
+    "augment",
     "cli",
     "datasets",
     "features",
@@ -32,7 +36,9 @@ _SUBMODULES = (
     "io",
     "measure",
     "metrics",
+    "models",
     "pixel_classifier",
+    "predict",
     "quality",
     "segment_classic",
     "synthetic",

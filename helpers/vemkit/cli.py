@@ -137,17 +137,46 @@ def _cmd_predict(args):
         print(f"error: {args.model} is not a vemkit model directory (no config.json)", file=sys.stderr)
         return 2
     kind = json.loads(cfg_path.read_text()).get("kind")
+    image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    if kind == "vemkit.unet":
+        return _predict_network(args, image)
     if kind != "vemkit.pixel_classifier":
         print(f"error: models of kind {kind!r} cannot be run by this version of vemkit predict", file=sys.stderr)
         return 2
     from .pixel_classifier import load_pixel_classifier
 
     clf = load_pixel_classifier(args.model)
-    image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
     out = clf.predict_to(image, args.out, probabilities=args.probabilities, block=args.block,
-                         device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+                         device="cpu" if args.device == "auto" else args.device, overwrite=args.overwrite,
+                         progress=not args.quiet)
     what = "class probabilities (uint8, 255 = 1.0)" if args.probabilities else "labels (0 = background)"
     print(f"wrote {what} of {image.shape} to {out}")
+    return 0
+
+
+def _predict_network(args, image):
+    from .predict import predict_volume
+
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        res = predict_volume(args.model, image, args.out, block=args.block, halo=args.halo,
+                             batch_size=args.batch_size, device=args.device, tta=args.tta,
+                             probabilities=args.probabilities, client=client, resume=not args.no_resume,
+                             overwrite=args.overwrite, progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    done = res.blocks - res.blocks_skipped
+    print(f"predicted {done} of {res.blocks} blocks ({res.blocks_skipped} already done) on {res.device} in "
+          f"{res.seconds:.1f} s ({res.voxels_per_second / 1e6:.2f} million voxels/s)")
+    if res.probabilities:
+        print(f"probabilities: {res.probabilities}")
+    if res.labels:
+        print(f"labels: {res.labels}")
     return 0
 
 
@@ -219,8 +248,9 @@ def _triple(kind):
             vals = tuple(int(p) for p in text.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected Z,Y,X integers, got {text!r}") from None
-        if len(vals) != 3 or min(vals) < 1:
-            raise argparse.ArgumentTypeError(f"expected three positive integers Z,Y,X, got {text!r}")
+        if len(vals) != 3 or min(vals) < (0 if kind == "int0" else 1):
+            what = "non-negative" if kind == "int0" else "positive"
+            raise argparse.ArgumentTypeError(f"expected three {what} integers Z,Y,X, got {text!r}")
         return vals
 
     def wrapped(text):
@@ -294,9 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True)
     p.add_argument("--out", required=True, help="OUT.ome.zarr, or OUT.tif for labels")
     p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
-    p.add_argument("--probabilities", action="store_true", help="write class probabilities instead of labels")
-    p.add_argument("--block", type=_triple("int"), metavar="Z,Y,X")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--probabilities", action="store_true",
+                   help="write class probabilities (with the labels as its label group for networks)")
+    p.add_argument("--block", type=_triple("int"), metavar="Z,Y,X", help="block per network call (default: planned)")
+    p.add_argument("--halo", type=_triple("int0"), metavar="Z,Y,X", help="context per side (default: the model's)")
+    p.add_argument("--batch-size", type=int, help="blocks per network call (default: planned)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask scheduler address (tcp://host:8786): spread blocks over its workers")
+    p.add_argument("--no-resume", action="store_true", help="refuse to finish an interrupted run")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)

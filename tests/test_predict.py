@@ -1,0 +1,311 @@
+"""Blockwise network inference: seam-free, resumable after a kill, distributed, and strict on bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from vemkit.io import open_volume, write_ome_zarr
+from vemkit.models import SegmentationModel, UNet, load_model
+from vemkit.predict import LOG_FILE, RUN_FILE, estimate, predict_volume
+
+FIXED = {"mode": "fixed", "low": 0.0, "high": 1.0}
+
+
+def _randomise_batchnorm(net, seed=0):
+    """Non-trivial running statistics, so a test would notice per-block normalisation."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def model2d():
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(UNet(ndim=2, out_channels=3, base_channels=4, depth=2))
+    return SegmentationModel(net, ["background", "a", "b"], voxel_size=(50.0, 5.0, 5.0), normalization=FIXED)
+
+
+@pytest.fixture(scope="module")
+def model3d():
+    torch.manual_seed(1)
+    net = _randomise_batchnorm(UNet(ndim=3, out_channels=2, base_channels=4, depth=2, voxel_size=(20, 5, 5)))
+    return SegmentationModel(net, ["background", "fg"], voxel_size=(20.0, 5.0, 5.0), normalization=FIXED)
+
+
+def _volume(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random(shape).astype(np.float32)
+
+
+def _whole(net, vol, ndim):
+    """Whole-volume inference, the reference (x padded to the divisor at the far end)."""
+    div = net.divisor
+    pad = [(0, 0)] * (3 - ndim) + [(0, (-n) % d) for n, d in zip(vol.shape[3 - ndim:], div)]
+    x = torch.from_numpy(np.pad(vol, pad, mode="reflect"))
+    with torch.inference_mode():
+        if ndim == 3:
+            y = torch.softmax(net(x[None, None]), 1)[0]
+        else:
+            y = torch.softmax(net(x[:, None]), 1).transpose(0, 1)
+    return y.numpy()[(slice(None), *(slice(0, n) for n in vol.shape))]
+
+
+def test_receptive_field_bounds_the_true_one(model3d):
+    net = model3d.network
+    x = torch.randn(1, 1, 24, 96, 96, requires_grad=True)
+    net(x)[0, 0, 12, 48, 48].backward()
+    nz = (x.grad[0, 0].abs() > 0).nonzero()
+    reach = [int(max(c - nz[:, i].min(), nz[:, i].max() - c)) for i, c in enumerate((12, 48, 48))]
+    rf = net.receptive_field()
+    assert all(r <= b for r, b in zip(reach, rf)), (reach, rf)
+    assert all(r >= 0.7 * b for r, b in zip(reach, rf)), "bound far looser than the real receptive field"
+
+
+@pytest.mark.parametrize("which", ["3d", "2d"])
+def test_blockwise_equals_whole_volume_inside(which, model2d, model3d, tmp_path):
+    model = model3d if which == "3d" else model2d
+    vol = _volume((20, 88, 100) if which == "3d" else (3, 120, 100))
+    block = (8, 32, 32) if which == "3d" else (2, 48, 48)
+    res = predict_volume(model, vol, tmp_path / "p.ome.zarr", device="cpu", block=block, probabilities=True,
+                         prob_dtype="float32", progress=False)
+    assert res.halo == model.halo and res.blocks > 6
+    got = zarr.open_array(str(tmp_path / "p.ome.zarr" / "0"))[:]
+    ref = _whole(model.network, vol, model.ndim)
+    hz, hy, hx = model.halo
+    inner = (slice(None), slice(hz, vol.shape[0] - hz), slice(hy, -hy), slice(hx, -hx))
+    np.testing.assert_allclose(got[inner], ref[inner], atol=2e-5)
+    labels = open_volume(res.labels)
+    assert labels.voxel_size == model.voxel_size and labels.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(labels.data)[inner[1:]], ref.argmax(0)[inner[1:]])
+
+
+def test_tta_averages_flips(model2d, tmp_path):
+    vol = _volume((2, 64, 64), seed=3)
+    predict_volume(model2d, vol, tmp_path / "t.ome.zarr", device="cpu", block=(2, 64, 64), halo=(0, 0, 0),
+                   tta=True, probabilities=True, labels=False, prob_dtype="float32", progress=False)
+    got = zarr.open_array(str(tmp_path / "t.ome.zarr" / "0"))[:]
+    x = torch.from_numpy(vol)[:, None]
+    with torch.inference_mode():
+        acc = sum(torch.flip(torch.softmax(model2d.network(torch.flip(x, f) if f else x), 1), f) if f
+                  else torch.softmax(model2d.network(x), 1) for f in [(), (2,), (3,), (2, 3)]) / 4
+    np.testing.assert_allclose(got, acc.transpose(0, 1).numpy(), atol=2e-5)
+
+
+def test_outputs_read_back_with_pyramid_and_voxel_size(model2d, tmp_path):
+    vol = (_volume((4, 300, 280)) * 200).astype(np.uint8)
+    from vemkit._volume import Volume
+
+    image = Volume.from_array(vol, voxel_size=(40.0, 8.0, 8.0))
+    res = predict_volume(model2d, image, tmp_path / "o.ome.zarr", device="cpu", block=(2, 128, 128),
+                         probabilities=True, progress=False)
+    probs = open_volume(res.probabilities, channel=1)
+    assert probs.shape == vol.shape and probs.voxel_size == (40.0, 8.0, 8.0)
+    assert probs.metadata.get("levels", 1) >= 2
+    p = zarr.open_array(str(tmp_path / "o.ome.zarr" / "0"))[:]
+    assert p.dtype == np.uint8 and p.shape == (3, *vol.shape)
+    assert np.abs(p.astype(int).sum(0) - 255).max() <= 2  # rounded probabilities sum to 1
+    labels = np.asarray(open_volume(res.labels).data)
+    np.testing.assert_array_equal(labels, p.argmax(0))
+    import ome_zarr.io
+    import ome_zarr.reader
+
+    nodes = list(ome_zarr.reader.Reader(ome_zarr.io.parse_url(str(tmp_path / "o.ome.zarr")))())
+    assert nodes and nodes[0].data[0].shape == (3, *vol.shape)
+    record = json.loads((tmp_path / "o.ome.zarr" / RUN_FILE).read_text())
+    assert record["status"] == "complete" and record["parameters"]["model"] == model2d.fingerprint()
+
+
+def test_percentile_normalisation_is_one_range_for_the_volume(tmp_path):
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(UNet(ndim=2, base_channels=4, depth=1))
+    model = SegmentationModel(net, ["bg", "fg"], voxel_size=(50, 5, 5))
+    vol = (_volume((2, 64, 64)) * 1000 + 500).astype(np.uint16)
+    res = predict_volume(model, vol, tmp_path / "n.ome.zarr", device="cpu", block=(1, 32, 32), progress=False)
+    low, high = res.parameters["intensity_range"]
+    assert low == pytest.approx(np.percentile(vol, 1), rel=1e-6)
+    assert high == pytest.approx(np.percentile(vol, 99), rel=1e-6)
+    # the same range given explicitly gives the same labels
+    res2 = predict_volume(model, vol, tmp_path / "n2.ome.zarr", device="cpu", block=(1, 32, 32),
+                          intensity_range=(low, high), progress=False)
+    np.testing.assert_array_equal(np.asarray(open_volume(res.labels).data), np.asarray(open_volume(res2.labels).data))
+
+
+def test_finished_output_is_not_recomputed_and_other_runs_are_refused(model2d, tmp_path):
+    vol = _volume((2, 64, 64))
+    out = tmp_path / "r.ome.zarr"
+    first = predict_volume(model2d, vol, out, device="cpu", block=(1, 32, 32), progress=False)
+    again = predict_volume(model2d, vol, out, device="cpu", block=(1, 32, 32), progress=False)
+    assert first.blocks_skipped == 0 and again.blocks_skipped == again.blocks == 8
+    with pytest.raises(ValueError, match="other parameters.*block"):
+        predict_volume(model2d, vol, out, device="cpu", block=(1, 64, 64), progress=False)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        predict_volume(model2d, vol, out, device="cpu", block=(1, 32, 32), resume=False, progress=False)
+    other = tmp_path / "other.ome.zarr"
+    write_ome_zarr(np.zeros((2, 64, 64), np.uint8), other, voxel_size=(50, 5, 5), progress=False)
+    with pytest.raises(FileExistsError, match="not written by vemkit.predict"):
+        predict_volume(model2d, vol, other, device="cpu", block=(1, 32, 32), progress=False)
+    assert open_volume(other).shape == (2, 64, 64)  # untouched
+    res = predict_volume(model2d, vol, other, device="cpu", block=(1, 32, 32), overwrite=True, progress=False)
+    assert res.blocks_skipped == 0
+
+
+def test_model_directory_round_trip_predicts_the_same(model2d, tmp_path):
+    model2d.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.fingerprint() == model2d.fingerprint()
+    vol = _volume((1, 64, 64))
+    a = predict_volume(model2d, vol, tmp_path / "a.ome.zarr", device="cpu", block=(1, 64, 64), progress=False)
+    b = predict_volume(str(tmp_path / "m"), vol, tmp_path / "b.ome.zarr", device="cpu", block=(1, 64, 64),
+                       progress=False)
+    np.testing.assert_array_equal(np.asarray(open_volume(a.labels).data), np.asarray(open_volume(b.labels).data))
+    with pytest.raises(FileExistsError, match="not empty"):
+        model2d.save(tmp_path / "m")
+
+
+def test_bad_input_is_refused_before_any_work(model2d, model3d, tmp_path):
+    vol = _volume((2, 64, 64))
+    out = tmp_path / "bad.ome.zarr"
+    two_channel = SegmentationModel(UNet(ndim=2, in_channels=2, base_channels=4, depth=1), ["bg", "fg"],
+                                    voxel_size=(50, 5, 5))
+    with pytest.raises(ValueError, match="2 input channels"):
+        predict_volume(two_channel, vol, out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="single section"):
+        predict_volume(model3d, vol[:1], out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="smaller than the halo"):
+        predict_volume(model2d, vol, out, device="cpu", block=(1, 16, 16), progress=False)
+    with pytest.raises(ValueError, match="multiple of the network's divisor"):
+        predict_volume(model2d, vol, out, device="cpu", block=(1, 30, 32), progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            predict_volume(model2d, vol, out, device="cuda", progress=False)
+    with pytest.raises(ValueError, match="pass ndim"):
+        predict_volume(torch.nn.Conv2d(1, 2, 3, padding=1), vol, out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="pass halo"):
+        predict_volume(torch.nn.Conv2d(1, 2, 3, padding=1), vol, out, device="cpu", ndim=2, progress=False)
+    with pytest.raises(ValueError, match="cannot run on 2D input|maps input .1, 1, 8, 8. to .2, 1, 8, 8."):
+        predict_volume(_Wrapped(torch.nn.Conv3d(1, 2, 3, padding=1)), vol, out, device="cpu", halo=(0, 2, 2),
+                       progress=False)
+    with pytest.raises(ValueError, match="no voxel size"):
+        bare = SegmentationModel(UNet(ndim=2, base_channels=4, depth=1), ["bg", "fg"])
+        predict_volume(bare, vol, out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="prob_dtype"):
+        predict_volume(model2d, vol, out, device="cpu", prob_dtype="int8", progress=False)
+    assert not out.exists(), "a refused run must not leave an output behind"
+
+
+class _Wrapped(torch.nn.Module):
+    """A user's module that claims to be 2D but holds a 3D convolution."""
+
+    ndim = 2
+    out_channels = 2
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_bare_torch_module_runs(tmp_path):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 2, 5, padding=2).eval()
+    vol = _volume((2, 40, 40))
+    from vemkit._volume import Volume
+
+    res = predict_volume(_Wrapped(conv), Volume.from_array(vol, voxel_size=(30, 4, 4)), tmp_path / "b.ome.zarr", device="cpu", halo=(0, 2, 2),
+                         block=(1, 16, 16), probabilities=True, prob_dtype="float32",
+                         intensity_range=(0, 1), progress=False)
+    got = zarr.open_array(str(tmp_path / "b.ome.zarr" / "0"))[:]
+    with torch.inference_mode():
+        ref = torch.softmax(conv(torch.from_numpy(vol)[:, None]), 1).transpose(0, 1).numpy()
+    np.testing.assert_allclose(got[:, :, 2:-2, 2:-2], ref[:, :, 2:-2, 2:-2], atol=1e-5)
+    assert res.blocks == 2 * 3 * 3
+
+
+def test_estimate_plans_within_the_memory_budget(model2d):
+    vol = np.zeros((30, 1000, 1200), np.uint8)
+    plan = estimate(model2d, vol, device="cpu", memory_limit="64MB", probe=True)
+    assert plan.memory_per_batch_bytes <= 64 * 2**20
+    assert all(b % d == 0 for b, d in zip(plan.block, model2d.divisor))
+    assert plan.voxels_per_second > 0 and plan.expected_seconds > 0
+    assert plan.overhead >= 1.0
+    assert "expected time" in str(plan)
+    small = estimate(model2d, vol, device="cpu", memory_limit="8MB", probe=False)
+    assert np.prod(small.block) < np.prod(plan.block)
+    with pytest.raises(ValueError, match="no block fits"):
+        estimate(model2d, vol, device="cpu", memory_limit=1000, probe=False)
+
+
+def _save_inputs(tmp_path, model2d):
+    model_dir = tmp_path / "model"
+    model2d.save(model_dir)
+    image = tmp_path / "image.ome.zarr"
+    vol = (_volume((48, 128, 128), seed=5) * 255).astype(np.uint8)
+    write_ome_zarr(vol, image, voxel_size=(50, 5, 5), chunks=(8, 128, 128), progress=False)
+    return model_dir, image
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "vemkit.cli", "predict", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_identical_result(model2d, tmp_path):
+    model_dir, image = _save_inputs(tmp_path, model2d)
+    common = ["--model", model_dir, "--image", image, "--device", "cpu", "--block", "1,64,64", "--probabilities",
+              "--quiet"]
+    reference = tmp_path / "reference.ome.zarr"
+    subprocess.run(_cli(*common, "--out", reference), check=True, capture_output=True, timeout=300)
+    out = tmp_path / "killed.ome.zarr"
+    proc = subprocess.Popen(_cli(*common, "--out", out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / LOG_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().split()) >= 20:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed; make the test volume larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = len(set(log.read_text().split()))
+    total = 48 * 4
+    assert 20 <= n_done < total
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "running"
+    resumed = subprocess.run(_cli(*common, "--out", out), check=True, capture_output=True, text=True, timeout=300)
+    assert f"predicted {total - n_done} of {total} blocks ({n_done} already done)" in resumed.stdout
+    for path in ("0", "labels/segmentation/0"):
+        a = zarr.open_array(str(reference / path))[:]
+        b = zarr.open_array(str(out / path))[:]
+        np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_local_result(model2d, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    model_dir, image = _save_inputs(tmp_path, model2d)
+    local = predict_volume(str(model_dir), image, tmp_path / "local.ome.zarr", device="cpu", block=(8, 64, 64),
+                           probabilities=True, prob_dtype="float32", progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = predict_volume(str(model_dir), image, tmp_path / "dask.ome.zarr", device="cpu", block=(8, 64, 64),
+                             probabilities=True, prob_dtype="float32", client=client, progress=False)
+        workers_used = {ts for ts in client.run(lambda: os.getpid()).values()}
+    assert len(workers_used) == 2 and res.blocks == local.blocks == 6 * 2 * 2
+    a = zarr.open_array(str(tmp_path / "local.ome.zarr" / "0"))[:]
+    b = zarr.open_array(str(tmp_path / "dask.ome.zarr" / "0"))[:]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    la = np.asarray(open_volume(local.labels).data)
+    lb = np.asarray(open_volume(res.labels).data)
+    assert (la == lb).mean() > 0.9999
