@@ -112,17 +112,57 @@ def _cmd_train(args):
     from .io import open_volume
     from .pixel_classifier import PixelClassifier
 
-    if args.method != "rf":
-        print(f"error: --method {args.method} is not available yet; use --method rf", file=sys.stderr)
-        return 2
     image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
     annotations, classes = _load_annotations_for_training(args, image)
+    if args.method == "unet":
+        return _train_unet(args, image, annotations, classes)
     features = FeatureConfig(mode=args.mode) if args.mode else None
     clf = PixelClassifier(classes=classes, features=features, n_estimators=args.trees, seed=args.seed)
     clf.fit(image, annotations, device=args.device, progress=not args.quiet)
     out = clf.save(args.out, overwrite=args.overwrite)
     counts = ", ".join(f"{k}: {v}" for k, v in clf.training["annotated_voxels"].items())
     print(f"trained a random forest on {counts} annotated voxels ({clf.training['n_features']} features); saved {out}")
+    return 0
+
+
+def _train_unet(args, image, annotations, classes):
+    from pathlib import Path
+
+    from .train import finetune, plan_training
+
+    out = Path(args.out)
+    if out.exists() and (out / "config.json").exists() and not args.overwrite:
+        print(f"error: {out} already holds a model; pass --overwrite or choose another --out", file=sys.stderr)
+        return 2
+    if args.minutes is None and args.iterations is None:
+        args.minutes = 10.0
+    base = None if args.base in (None, "none") else args.base
+    overrides = {}
+    if args.ndim:
+        overrides["ndim"] = args.ndim
+    plan = plan_training(image, annotations, device=args.device, base=base, **overrides)
+    if not args.quiet:
+        print(plan)
+    model = finetune(image, annotations, classes=classes, base=base, out=out, plan=plan, minutes=args.minutes,
+                     iterations=args.iterations, device=args.device, seed=args.seed, overwrite=args.overwrite,
+                     extra_targets=tuple(args.extra_targets.split(",")) if args.extra_targets else (),
+                     progress=not args.quiet)
+    rec = model.training
+    val = f", validation IoU {rec['final_val_iou']:.3f}" if rec.get("final_val_iou") is not None else ""
+    print(f"trained a {plan.ndim}D U-Net ({'from ' + str(base) if base else 'from scratch'}) for {rec['iterations']} "
+          f"iterations in {rec['seconds'] / 60:.1f} min on {rec['device']}{val}; saved {out}")
+    return 0
+
+
+def _cmd_pretrain(args):
+    from .pretrain import pretrain
+
+    model = pretrain(args.out, sources=tuple(args.sources.split(",")),
+                     vnc_sections=[int(v) for v in args.vnc_sections.split(",")] if args.vnc_sections else None,
+                     minutes=args.minutes, iterations=args.iterations, model_size=args.model_size, patch=args.patch,
+                     batch_size=args.batch_size, device=args.device, seed=args.seed, progress=not args.quiet)
+    print(f"pretrained {model.training['iterations']} iterations in {model.training['seconds'] / 60:.1f} min; "
+          f"saved {args.out} (see its MODEL_CARD.md)")
     return 0
 
 
@@ -303,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("train", help="train a pixel classifier on sparse annotations")
-    p.add_argument("--method", default="rf", choices=["rf"], help="rf: random forest on ilastik features")
+    p = sub.add_parser("train", help="train a pixel classifier or fine-tune a U-Net on sparse annotations")
+    p.add_argument("--method", default="rf", choices=["rf", "unet"],
+                   help="rf: random forest on ilastik features; unet: fine-tune a U-Net (vemkit.train)")
     p.add_argument("--image", required=True)
     p.add_argument("--annotations", required=True,
                    help="annotation store (zarr from vemkit.annotate) or label image: 0 unlabelled, 1 background, 2.. classes")
@@ -312,12 +353,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
     p.add_argument("--mode", choices=["2d", "3d"], help="features per section or in 3D (default: from the anisotropy)")
-    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--trees", type=int, default=100, help="rf: number of trees")
+    p.add_argument("--base", default="auto",
+                   help="unet: shipped base model name, a model directory, auto (default) or none (from scratch)")
+    p.add_argument("--minutes", type=float, help="unet: training time budget (default 10 unless --iterations)")
+    p.add_argument("--iterations", type=int, help="unet: iteration budget")
+    p.add_argument("--ndim", type=int, choices=[2, 3], help="unet: override the planner's 2D/3D choice")
+    p.add_argument("--extra-targets", help="unet: boundary,distance output channels for splitting objects")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="where features are computed: cpu, cuda, auto")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pretrain", help="pretrain a 2D base model on the manifest's labelled datasets")
+    p.add_argument("--out", required=True, help="model directory to create")
+    p.add_argument("--sources", default="isbi2012,flyem_medulla_fibsem,phantom",
+                   help="comma-separated: isbi2012, flyem_medulla_fibsem, drosophila_vnc_sstem, phantom")
+    p.add_argument("--vnc-sections", help="restrict drosophila_vnc_sstem to these sections (e.g. 0,10)")
+    p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--model-size", default="small", choices=["tiny", "small", "base"])
+    p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("predict", help="predict a whole volume with a model directory")
     p.add_argument("--model", required=True)

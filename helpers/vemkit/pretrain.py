@@ -1,0 +1,311 @@
+"""Pretrain an EM base model on several labelled datasets at once (``vemkit pretrain``).
+
+The base model is a 2D U-Net with three softmax classes, ``background``, ``membrane`` and
+``mitochondria``, trained on sources that label different subsets: ISBI 2012 and FlyEM label only
+membranes/boundaries, the synthetic phantom and the VNC stack label both. Partial labels are
+handled with a *marginal* cross-entropy: a voxel labelled "not membrane" is right when the network
+puts its probability on background *or* mitochondria. All sources are resampled to about 5 nm
+pixels so the network sees one scale. The result is a normal model directory that
+:func:`vemkit.predict.predict_volume` runs as it is and :func:`vemkit.train.finetune` starts from.
+
+Not for: fine-tuning on your data (:mod:`vemkit.train`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SOURCES", "pretrain", "marginal_cross_entropy"]
+
+CLASSES = ["background", "membrane", "mitochondria"]
+TARGET_PIXEL_NM = 5.0
+#: Source name -> what it labels. Each source's label values index rows of its class-set matrix.
+SOURCES = {
+    "isbi2012": "ssTEM 4 nm, membranes (0 = background or mitochondria, 1 = membrane)",
+    "flyem_medulla_fibsem": "FIB-SEM 10 nm (upsampled to 5 nm), neuron boundaries as membranes",
+    "drosophila_vnc_sstem": "ssTEM 4.6 nm, membranes and mitochondria (synapses count as background)",
+    "phantom": "synthetic EM-like volume at 5 nm, membranes and mitochondria (vesicles count as background)",
+}
+# rows: label value; columns: CLASSES; 1 where the label allows that class
+_PARTIAL = np.array([[1, 0, 1], [0, 1, 0]], np.float32)   # 0 = not membrane, 1 = membrane
+_FULL = np.eye(3, dtype=np.float32)                          # 0 bg, 1 membrane, 2 mito
+
+
+@dataclass
+class _Source:
+    name: str
+    image: np.ndarray      # float32 (S, Y, X) sections, normalised to the source's 1-99 percentiles
+    labels: np.ndarray     # int16 (S, Y, X), -1 = unlabelled
+    sets: np.ndarray       # (n_values, 3) class-set matrix
+    hashes: dict
+
+
+def marginal_cross_entropy(logits, labels, class_sets):
+    """Cross-entropy against a *set* of allowed classes per voxel: ``-log sum_{c in set} p_c``.
+
+    Parameters
+    ----------
+    logits : tensor (N, C, ...)
+    labels : int64 tensor (N, ...)
+        Row of ``class_sets`` per voxel; -1 = unlabelled (ignored).
+    class_sets : tensor (V, C) of 0/1
+        Which classes each label value allows (identity = ordinary cross-entropy).
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.tensor([[[0.0], [0.0], [0.0]]])  # three equally likely classes
+    >>> sets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    >>> round(float(marginal_cross_entropy(logits, torch.tensor([[0]]), sets)), 4)  # -log(2/3)
+    0.4055
+    """
+    import torch
+
+    valid = labels >= 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    logp = torch.log_softmax(logits.float(), dim=1)
+    allowed = class_sets[labels.clamp_min(0)].movedim(-1, 1)  # (N, C, ...)
+    masked = logp.masked_fill(allowed <= 0, float("-inf"))
+    nll = -torch.logsumexp(masked, dim=1)
+    return (nll * valid).sum() / valid.sum()
+
+
+def _zoom2(sections, order):
+    from scipy import ndimage
+
+    return np.stack([ndimage.zoom(s, 2, order=order) for s in sections])
+
+
+def _normalise(img):
+    lo, hi = np.percentile(img, [1, 99])
+    return ((img.astype(np.float32) - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+
+
+def _file_hashes(name):
+    from .datasets import get_entry
+
+    entry = get_entry(name)
+    return {f["path"]: f["sha256"] for f in entry.get("files", [])}
+
+
+def _load_source(name, sections=None, seed=0):
+    from .datasets import load_dataset
+
+    if name == "phantom":
+        from .synthetic import make_phantom
+
+        ph = make_phantom((12, 512, 512), voxel_size=(40.0, TARGET_PIXEL_NM, TARGET_PIXEL_NM), seed=seed)
+        sem = np.asarray(ph.semantic).astype(np.int16)
+        sem[sem == 3] = 0  # vesicles: background here
+        return _Source(name, _normalise(np.asarray(ph.image)), sem, _FULL, {"make_phantom": f"seed={seed}"})
+    d = load_dataset(name, progress=False)
+    img = np.asarray(d.image.data)
+    if name == "isbi2012":
+        lab = np.asarray(d.labels["membranes"].data).astype(np.int16)
+        sets = _PARTIAL
+        norm = np.stack([_normalise(s) for s in img])  # slices 15-29 are contrast-stretched: per slice
+    elif name == "drosophila_vnc_sstem":
+        mem = np.asarray(d.labels["membranes"].data) > 0
+        mito = np.asarray(d.labels["mitochondria"].data) > 0
+        lab = np.zeros(img.shape, np.int16)
+        lab[mem] = 1
+        lab[mito] = 2
+        sets = _FULL
+        norm = _normalise(img)
+    elif name == "flyem_medulla_fibsem":
+        ids = np.asarray(d.labels["neurons"].data)
+        boundary = np.zeros(ids.shape, bool)
+        for ax in range(3):
+            diff = np.diff(ids, axis=ax) != 0
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[ax] = slice(0, -1)
+            hi[ax] = slice(1, None)
+            boundary[tuple(lo)] |= diff
+            boundary[tuple(hi)] |= diff
+        keep = slice(None, None, 4)  # every 4th section (neighbours are near copies at 10 nm)
+        img_s, lab_s = img[keep], boundary[keep].astype(np.int16)
+        norm = _zoom2(_normalise(img_s), 1)
+        lab = _zoom2(lab_s, 0).astype(np.int16)
+        sets = _PARTIAL
+    else:
+        raise ValueError(f"unknown pretraining source {name!r}; choose from {sorted(SOURCES)}")
+    if sections is not None:
+        norm, lab = norm[list(sections)], lab[list(sections)]
+    return _Source(name, norm.astype(np.float32), lab, sets, _file_hashes(name))
+
+
+def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vnc_sections=None,
+             minutes: float | None = 20.0, iterations: int | None = None, model_size: str = "small",
+             patch: int = 256, batch_size: int = 4, device="auto", seed: int = 0, lr: float = 1e-3,
+             description: str = "", progress: bool = True, half: bool = True):
+    """Train a 2D base model on several labelled EM sources and save it as a model directory.
+
+    Parameters
+    ----------
+    out : str or Path
+        Model directory to write (must not exist or be empty).
+    sources : sequence of str
+        Names from :data:`SOURCES`; real datasets come through the manifest (verified bytes).
+    vnc_sections : sequence of int, optional
+        Restrict ``drosophila_vnc_sstem`` to these sections (keep test sections out of pretraining).
+    minutes, iterations : budget
+    model_size : {"tiny", "small", "base"}
+    patch, batch_size : int
+    device : str
+    seed : int
+    description : str
+        One line for :func:`vemkit.train.list_base_models`.
+    half : bool
+        Store weights as float16 (half the size).
+
+    Returns
+    -------
+    SegmentationModel
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from ._device import resolve_device
+    from .augment import AugmentConfig, Augmenter
+    from .models import UNET_SIZES, SegmentationModel, UNet
+    from .train import masked_losses
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{str(out)!r} exists and is not empty; choose another directory")
+    if minutes is None and iterations is None:
+        raise ValueError("give a budget: minutes and/or iterations")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    loaded = []
+    for name in sources:
+        loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
+    base_channels, depth = UNET_SIZES[model_size]
+    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    augmenter = Augmenter(AugmentConfig.default(), ndim=2)
+    gen = torch.Generator().manual_seed(seed)
+    sets = [torch.from_numpy(s.sets).to(dev) for s in loaded]
+    history = {"iteration": [], "seconds": [], "loss": []}
+    t0 = time.perf_counter()
+    budget = minutes * 60 if minutes is not None else float("inf")
+    bar = tqdm(total=iterations, desc="pretraining", unit="it", disable=not progress)
+    step = 0
+    net.train()
+    while (iterations is None or step < iterations) and time.perf_counter() - t0 < budget:
+        frac = max(step / iterations if iterations else 0.0, (time.perf_counter() - t0) / budget)
+        for g in opt.param_groups:
+            g["lr"] = lr * (1 - min(frac, 1.0)) ** 0.9
+        loss = 0.0
+        # one source per batch: each has its own class-set matrix
+        k = int(rng.integers(len(loaded)))
+        src = loaded[k]
+        imgs, labs = [], []
+        for _ in range(batch_size):
+            s = int(rng.integers(src.image.shape[0]))
+            H, W = src.image.shape[1:]
+            p = min(patch, H, W)
+            y0, x0 = int(rng.integers(0, H - p + 1)), int(rng.integers(0, W - p + 1))
+            imgs.append(src.image[s, y0 : y0 + p, x0 : x0 + p])
+            labs.append(src.labels[s, y0 : y0 + p, x0 : x0 + p])
+        x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
+        y = torch.from_numpy(np.stack(labs).astype(np.int64)).to(dev)
+        x, y, _ = augmenter(x, y, generator=gen)
+        logits = net(x)
+        loss = marginal_cross_entropy(logits, y, sets[k])
+        if src.sets is _FULL:
+            loss = loss + masked_losses(logits, y)[2]
+        else:  # Dice on the one class the partial labels fully determine (membrane)
+            two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
+            loss = loss + masked_losses(two, y)[2]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        history["iteration"].append(step)
+        history["seconds"].append(round(time.perf_counter() - t0, 2))
+        history["loss"].append(float(loss.detach()))
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", source=src.name[:8])
+    bar.close()
+    net.eval().cpu()
+    seconds = time.perf_counter() - t0
+    record = {
+        "description": description or f"2D {model_size} U-Net: {', '.join(sources)}",
+        "vemkit_version": __version__,
+        "method": "pretrain",
+        "command": _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed),
+        "sources": {s.name: {"what": SOURCES[s.name], "sections": int(s.image.shape[0]), "sha256": s.hashes}
+                    for s in loaded},
+        "vnc_sections": list(vnc_sections) if vnc_sections is not None else None,
+        "pixel_nm": TARGET_PIXEL_NM,
+        "iterations": step,
+        "seconds": round(seconds, 1),
+        "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "seed": seed,
+        "history": history,
+    }
+    model = SegmentationModel(net, CLASSES, voxel_size=(50.0, TARGET_PIXEL_NM, TARGET_PIXEL_NM),
+                              normalization={"mode": "percentile", "lower": 1.0, "upper": 99.0}, training=record)
+    model.save(out, half=half)
+    _write_card(out, model)
+    return model
+
+
+def _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed):
+    parts = ["vemkit pretrain", "--sources", ",".join(sources)]
+    if vnc_sections is not None:
+        parts += ["--vnc-sections", ",".join(map(str, vnc_sections))]
+    if minutes is not None:
+        parts += ["--minutes", f"{minutes:g}"]
+    if iterations is not None:
+        parts += ["--iterations", str(iterations)]
+    parts += ["--model-size", model_size, "--patch", str(patch), "--batch-size", str(batch_size), "--seed", str(seed)]
+    return " ".join(parts)
+
+
+def _write_card(out: Path, model):
+    """MODEL_CARD.md: data and hashes, command, hardware, time (validation figures are added by the
+    benchmark that measures them)."""
+    r = model.training
+    weights = out / "weights.safetensors"
+    lines = [
+        f"# {out.name}",
+        "",
+        r["description"],
+        "",
+        f"- Architecture: {json.dumps(model.network.config())}",
+        f"- Classes: {', '.join(model.classes)} (softmax); input: one grey channel, 1-99 percentile normalised, "
+        f"about {TARGET_PIXEL_NM:g} nm pixels",
+        f"- Command: `{r['command']}`",
+        f"- Hardware: {r['device']} ({r['machine']}), torch {r['torch']}; {r['iterations']} iterations in "
+        f"{r['seconds'] / 60:.1f} min",
+        f"- Weights: `weights.safetensors`, SHA-256 {hashlib.sha256(weights.read_bytes()).hexdigest()}",
+        "",
+        "## Training data",
+        "",
+    ]
+    for name, s in r["sources"].items():
+        files = s["sha256"]
+        digest = hashlib.sha256("".join(f"{p} {h}\n" for p, h in sorted(files.items())).encode()).hexdigest()
+        lines.append(f"- **{name}** ({s['sections']} sections): {s['what']}; {len(files)} file(s) of "
+                     f"data_manifest.json, each verified by SHA-256 on download; digest of their sorted "
+                     f"`path sha256` lines: `{digest}`")
+    if r.get("vnc_sections") is not None:
+        lines.append(f"- VNC sections used: {r['vnc_sections']} (the others are kept for testing)")
+    lines += ["", "Final training loss (mean of the last 50 iterations): "
+              f"{np.mean(r['history']['loss'][-50:]):.3f}", ""]
+    (out / "MODEL_CARD.md").write_text("\n".join(lines))

@@ -1,0 +1,167 @@
+"""U-Net training: the planner, loss masking, fine-tuning, checkpoints, model directories."""
+
+import numpy as np
+import pytest
+import torch
+
+from vemkit._volume import Volume
+from vemkit.models import SegmentationModel, UNet, load_model
+from vemkit.synthetic import make_phantom
+from vemkit.train import finetune, masked_losses, plan_training
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    ph = make_phantom((8, 128, 128), voxel_size=(40.0, 8.0, 8.0), seed=3)
+    ann = np.zeros(ph.semantic.shape, np.uint8)
+    mito = (np.asarray(ph.semantic) == 2)
+    for z in (1, 4, 6):
+        ann[z] = 1 + mito[z]
+    return Volume.from_array(np.asarray(ph.image), voxel_size=(40.0, 8.0, 8.0)), ann
+
+
+def test_plan_chooses_2d_for_sparse_anisotropic_and_3d_for_dense_isotropic():
+    ann = np.zeros((20, 128, 128), np.uint8)
+    ann[[0, 10]] = 1
+    ann[[0, 10], 40:60, 40:60] = 2
+    plan = plan_training(np.zeros((20, 128, 128), np.uint8), ann, voxel_size=(50, 5, 5), device="cpu")
+    assert plan.ndim == 2 and plan.patch == (1, 128, 128) and "10.0x" in plan.reasons["ndim"]
+    dense = np.ones((40, 96, 96), np.uint8)
+    dense[10:30, 30:60, 30:60] = 2
+    plan3 = plan_training(np.zeros((40, 96, 96), np.uint8), dense, voxel_size=(8, 8, 8), device="cpu")
+    assert plan3.ndim == 3 and not plan3.anisotropic and plan3.patch[0] > 1
+    # class weights favour the rare class; every choice can be overridden
+    assert plan3.class_weights[1] > plan3.class_weights[0]
+    over = plan_training(np.zeros((40, 96, 96), np.uint8), dense, voxel_size=(8, 8, 8), device="cpu",
+                         ndim=2, batch_size=2)
+    assert over.ndim == 2 and over.batch_size == 2 and over.reasons["batch_size"] == "set by the user"
+    assert "2D U-Net" in str(over)
+
+
+def test_plan_refuses_bad_annotations():
+    img = np.zeros((4, 64, 64), np.uint8)
+    with pytest.raises(ValueError, match="empty"):
+        plan_training(img, np.zeros_like(img), voxel_size=(50, 5, 5))
+    with pytest.raises(ValueError, match="single value"):
+        plan_training(img, np.ones_like(img), voxel_size=(50, 5, 5))
+    only_fg = np.zeros_like(img)
+    only_fg[0, :10] = 2
+    with pytest.raises(ValueError, match="single value"):
+        plan_training(img, only_fg, voxel_size=(50, 5, 5))
+    ann = np.ones_like(img)
+    ann[0, :5] = 2
+    with pytest.raises(ValueError, match="shape"):
+        plan_training(img, ann[:2], voxel_size=(50, 5, 5))
+    with pytest.raises(ValueError, match="unknown plan settings"):
+        plan_training(img, ann, voxel_size=(50, 5, 5), patchsize=3)
+    with pytest.raises(ValueError, match="voxel size is unknown"):
+        plan_training(img, ann)
+
+
+def test_unlabelled_voxels_never_reach_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    labels[:, :8] = -1
+    total, ce, dice = masked_losses(logits, labels, torch.tensor([0.5, 1.0, 2.0]))
+    total.backward()
+    assert torch.all(logits.grad[:, :, :8] == 0) and torch.any(logits.grad[:, :, 8:] != 0)
+    other = logits.detach().clone()
+    other[:, :, :8] = torch.randn(2, 3, 8, 16) * 10  # change only ignored voxels
+    t2, _, _ = masked_losses(other, labels, torch.tensor([0.5, 1.0, 2.0]))
+    assert float(t2) == pytest.approx(float(total.detach()), rel=1e-6)
+    # hand-computed: two voxels, perfect logits for one class each -> CE 0, Dice 0
+    perfect = torch.tensor([[[20.0, -20.0], [-20.0, 20.0]]])
+    total, ce, dice = masked_losses(perfect, torch.tensor([[0, 1]]))
+    assert float(ce) < 1e-6 and float(dice) < 1e-4
+    all_ignored = masked_losses(perfect, torch.tensor([[-1, -1]]))[0]
+    assert float(all_ignored) == 0.0
+
+
+def test_finetune_is_repeatable_and_saves_a_model_directory(phantom, tmp_path):
+    image, ann = phantom
+    kw = dict(classes=["background", "mito"], base=None, iterations=3, device="cpu", seed=5, progress=False)
+    plan = plan_training(image, ann, device="cpu", model_size="tiny", patch=(1, 64, 64), batch_size=2)
+    a = finetune(image, ann, plan=plan, out=tmp_path / "a", **kw)
+    b = finetune(image, ann, plan=plan, **kw)
+    for (k, va), (_, vb) in zip(a.network.state_dict().items(), b.network.state_dict().items()):
+        assert torch.equal(va, vb), k
+    loaded = load_model(tmp_path / "a")
+    assert loaded.fingerprint() == a.fingerprint()
+    assert loaded.classes == ["background", "mito"] and loaded.voxel_size == (40.0, 8.0, 8.0)
+    assert (tmp_path / "a" / "plan.json").exists() and not (tmp_path / "a" / "checkpoint.pt").exists()
+    assert a.training["iterations"] == 3 and len(a.training["history"]["loss"]) == 3
+    assert a.training["plan"]["ndim"] == 2
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        finetune(image, ann, plan=plan, out=tmp_path / "a", **kw)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(phantom, tmp_path, monkeypatch):
+    image, ann = phantom
+    plan = plan_training(image, ann, device="cpu", model_size="tiny", patch=(1, 64, 64), batch_size=2)
+    kw = dict(classes=["background", "mito"], base=None, device="cpu", seed=1, progress=False, plan=plan)
+    reference = finetune(image, ann, iterations=4, **kw)
+
+    import vemkit.train as train_module
+
+    original = train_module._save_checkpoint
+
+    def save_then_crash(path, net, opt, step, *args):
+        original(path, net, opt, step, *args)
+        if step == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(image, ann, iterations=4, out=tmp_path / "m", checkpoint_every=0, **kw)
+    monkeypatch.undo()
+    assert (tmp_path / "m" / "checkpoint.pt").exists()
+    resumed = finetune(image, ann, iterations=4, out=tmp_path / "m", **kw)
+    assert resumed.training["resumed_from"] == 2 and resumed.training["iterations"] == 4
+    for (k, va), (_, vb) in zip(reference.network.state_dict().items(), resumed.network.state_dict().items()):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_base_model_head_is_replaced_and_dimensionality_checked(phantom, tmp_path, capsys):
+    image, ann = phantom
+    base = SegmentationModel(UNet(ndim=2, out_channels=3, base_channels=4, depth=2),
+                             ["background", "membrane", "mitochondria"], voxel_size=(40, 8, 8))
+    base.save(tmp_path / "base")
+    plan = plan_training(image, ann, device="cpu", patch=(1, 64, 64), batch_size=2)
+    model = finetune(image, ann, classes=["background", "mito"], base=tmp_path / "base", plan=plan, iterations=1,
+                     device="cpu", progress=True)
+    assert "head" in capsys.readouterr().out and model.network.out_channels == 2
+    enc = base.network.encoder[0].conv1[0].weight
+    assert not torch.equal(model.network.encoder[0].conv1[0].weight, enc)  # trained one step from it
+    base3d = SegmentationModel(UNet(ndim=3, out_channels=2, base_channels=4, depth=1), ["bg", "fg"], voxel_size=(8, 8, 8))
+    base3d.save(tmp_path / "base3d")
+    with pytest.raises(ValueError, match="is 3D but the plan is 2D"):
+        finetune(image, ann, base=tmp_path / "base3d", plan=plan, iterations=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        finetune(image, ann, base=None, plan=plan, device="cpu", progress=False)
+
+
+def test_extra_targets_add_output_channels(phantom):
+    image, ann = phantom
+    plan = plan_training(image, ann, device="cpu", model_size="tiny", patch=(1, 64, 64), batch_size=2)
+    model = finetune(image, ann, base=None, plan=plan, iterations=2, device="cpu", progress=False,
+                     extra_targets=("boundary", "distance"))
+    assert model.extra_targets == ["boundary", "distance"] and model.network.out_channels == 4
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_finetune_on_real_membranes_improves_validation_iou(shared_data):
+    from vemkit.datasets import load_dataset
+
+    d = load_dataset("isbi2012", progress=False)
+    mem = np.asarray(d.labels["membranes"].data[:6])
+    img = Volume.from_array(np.asarray(d.image.data[:6]), voxel_size=d.image.voxel_size)
+    ann = (mem + 1).astype(np.uint8)  # dense: 1 = background, 2 = membrane
+    plan = plan_training(img, ann, device="cpu", model_size="tiny", patch=(1, 128, 128), batch_size=4)
+    assert plan.validation_sections, "six annotated sections: some are held out"
+    model = finetune(img, ann, classes=["background", "membrane"], base=None, plan=plan, iterations=40,
+                     eval_every=40, device="cpu", progress=False)
+    ious = model.training["history"]["val_iou"]
+    assert len(ious) == 2
+    assert ious[-1] > ious[0] + 0.1 and ious[-1] > 0.45, ious
