@@ -34,6 +34,9 @@ __all__ = [
 
 MODEL_KIND = "vemkit.unet"
 
+#: Default in-plane cap of the halo, in voxels (:meth:`SegmentationModel.default_halo`).
+HALO_CAP = 32
+
 #: Named sizes: (base channels, number of poolings).
 UNET_SIZES = {"tiny": (8, 3), "small": (16, 4), "base": (32, 4)}
 
@@ -278,8 +281,8 @@ class SegmentationModel:
         maps the volume's percentiles (estimated once per volume from a sample) to 0 and 1;
         ``{"mode": "fixed", "low": a, "high": b}`` maps a and b to 0 and 1.
     halo : tuple of int, optional
-        Context per side for blockwise prediction, (z, y, x) (default: the receptive field radius,
-        rounded up to the network's divisor).
+        Context per side for blockwise prediction, (z, y, x) (default:
+        :meth:`default_halo`, the receptive-field radius capped at :data:`HALO_CAP` voxels).
     extra_targets : list of str
         Names of output channels after the classes (e.g. ``["boundary", "distance"]``).
     training : dict
@@ -339,11 +342,19 @@ class SegmentationModel:
         d = tuple(getattr(self.network, "divisor", (1,) * self.ndim))
         return (1, *d) if self.ndim == 2 else d
 
-    def default_halo(self):
-        """Receptive-field radius rounded up to the divisor, (z, y, x); 0 in z for 2D networks."""
+    def default_halo(self, cap: int = HALO_CAP):
+        """Context per side for blockwise prediction, (z, y, x): the receptive-field radius, at most
+        ``cap`` voxels in-plane and the same physical distance in z, rounded up to the divisor.
+
+        A halo covering the whole receptive field makes blockwise output identical to whole-volume
+        output; deep U-Nets see 100+ voxels away, and so much context costs more than it changes
+        (far voxels weigh little), so the default caps it (see the README's seam figures).
+        """
         rf = self.network.receptive_field() if hasattr(self.network, "receptive_field") else (0,) * self.ndim
         rf = (0, *rf) if self.ndim == 2 else tuple(rf)
-        return tuple(int(-(-r // d) * d) for r, d in zip(rf, self.divisor))
+        vz, vy, vx = self.voxel_size or (1.0, 1.0, 1.0)
+        caps = (max(1, int(np.ceil(cap * min(vy, vx) / vz))), cap, cap)
+        return tuple(int(-(-min(r, c) // d) * d) for r, c, d in zip(rf, caps, self.divisor))
 
     def config(self) -> dict:
         """The JSON config of the model directory."""
