@@ -12,7 +12,7 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.pixel_classifier` trains a random forest on annotated voxels and predicts blockwise.
 - :mod:`vemkit.models` holds the U-Nets and the model directory; :mod:`vemkit.augment` the training
   augmentations; :mod:`vemkit.predict` runs a network over a volume block by block (GPU or CPU,
-  resumable, on a dask cluster).
+  resumable, on a dask cluster); :mod:`vemkit.export` writes bioimage.io model packages.
 - :mod:`vemkit.instances` turns masks and probabilities into instance labels, blockwise.
 - :mod:`vemkit.measure` measures every object in physical units.
 - :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
@@ -31,6 +31,7 @@ _SUBMODULES = (
     "augment",
     "cli",
     "datasets",
+    "export",
     "features",
     "instances",
     "io",

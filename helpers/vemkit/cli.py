@@ -166,6 +166,19 @@ def _cmd_pretrain(args):
     return 0
 
 
+def _cmd_export(args):
+    import json
+
+    from .export import export_bioimageio, validate_bioimageio
+
+    out = export_bioimageio(args.model, args.out, name=args.name, authors=args.author or None,
+                            overwrite=args.overwrite)
+    summary = validate_bioimageio(out)
+    print(json.dumps(summary, indent=1))
+    print(f"wrote the bioimage.io model package {out} ({summary['status']})")
+    return 0
+
+
 def _cmd_predict(args):
     import json
     from pathlib import Path
@@ -380,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("export", help="export a U-Net model directory in the bioimage.io model format")
+    p.add_argument("--model", required=True, help="model directory (vemkit train --method unet)")
+    p.add_argument("--out", required=True, help="MODEL.zip (or a folder)")
+    p.add_argument("--name", help="model name in the package")
+    p.add_argument("--author", action="append", help="author name (repeatable)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="predict a whole volume with a model directory")
     p.add_argument("--model", required=True)
