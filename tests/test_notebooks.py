@@ -25,6 +25,18 @@ RUNS = {
         ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "N_TREES": 20,
                  "SCRIBBLE_SECTIONS": "0,3"}, True),
     ],
+    "03_transfer_learning": [
+        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128, "ANNOTATED_SECTIONS": "0,3",
+                       "ITERATIONS": 3, "CURVE_SECTIONS": "1,2", "CURVE_ITERATIONS": 2, "DEVICE": "cpu"}, False),
+        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "ANNOTATED_SECTIONS": "0,3",
+                 "ITERATIONS": 8, "COMPARE": False, "CURVE_SECTIONS": "", "DEVICE": "cpu"}, True),
+    ],
+    "04_gpu_inference": [
+        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 192, "DEVICE": "cpu",
+                       "USE_DASK": True, "N_WORKERS": 2}, False),
+        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 4, "CROP_YX": 512, "DEVICE": "cpu",
+                 "USE_DASK": False}, True),
+    ],
     "05_quantify": [
         ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 8, "CROP_YX": 160, "SKELETON": False}, False),
         ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 10, "CROP_YX": 512}, True),
@@ -149,6 +161,36 @@ def _check_02(m, out_dir, params, real):
         assert m["iou_unannotated_sections"] > 0.25
 
 
+def _check_03(m, out_dir, params, real):
+    from vemkit.models import load_model
+
+    assert m["annotated_sections"] == [int(z) for z in params["ANNOTATED_SECTIONS"].split(",")]
+    model = load_model(m["model_dir"])  # saved for notebook 04
+    assert model.classes == ["background", "mitochondria"] and model.training["iterations"] == params["ITERATIONS"]
+    assert m["plan"]["ndim"] == 2 and (out_dir / "plan.json").exists()
+    names = set(m["results"])
+    assert "fine-tuned base model" in names
+    if params.get("COMPARE", True):
+        assert names == {"fine-tuned base model", "U-Net from scratch", "random forest"}
+    assert all(0.0 <= r["iou"] <= 1.0 for r in m["results"].values())
+    curve = params.get("CURVE_SECTIONS", "1,2,4,8")
+    assert [len(c["sections"]) for c in m["learning_curve"]] == ([int(k) for k in curve.split(",")] if curve else [])
+
+
+def _check_04(m, out_dir, params, real):
+    from vemkit.io import open_volume
+
+    labels = open_volume(m["labels"])
+    assert list(labels.shape) == m["crop_zyx"] and list(labels.voxel_size) == m["voxel_size_nm_zyx"]
+    assert m["resumed_blocks_skipped"] == m["blocks"] >= 1  # the second call found every block done
+    assert m["voxels_per_second"] > 0 and m["planned_voxels_per_second"] > 0
+    # the halo removes the seams: far smaller error against the whole-section result than without
+    assert m["seam_max_error"]["model halo"] < 0.5 * m["seam_max_error"]["no halo"], m["seam_max_error"]
+    if params.get("USE_DASK"):
+        assert m["dask_agreement"] > 0.999
+    assert 0.0 <= m["iou"] <= 1.0
+
+
 def _check_05(m, out_dir, params, real):
     import pandas as pd
 
@@ -169,4 +211,5 @@ def _check_05(m, out_dir, params, real):
         assert "distance_to_membranes_nm" in table
 
 
-CHECKS = {"01_load_and_explore": _check_01, "02_annotate": _check_02, "05_quantify": _check_05}
+CHECKS = {"01_load_and_explore": _check_01, "02_annotate": _check_02, "03_transfer_learning": _check_03,
+          "04_gpu_inference": _check_04, "05_quantify": _check_05}
