@@ -131,3 +131,42 @@ def test_instances_measure_evaluate(tmp_path, capsys):
     assert 0 <= m["adapted_rand_error"] < 0.3 and m["tp"] > 0
     assert main(["evaluate", "--pred", str(inst), "--truth", str(truth), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_train_unet_then_predict_then_export(tmp_path, capsys):
+    """README's U-Net path: vemkit train --method unet, vemkit predict, vemkit export."""
+    from vemkit.models import load_model
+    from vemkit.synthetic import make_phantom
+
+    ph = make_phantom((4, 96, 96), voxel_size=(40.0, 5.0, 5.0), seed=2)
+    image = tmp_path / "image.tif"
+    write_tiff(np.asarray(ph.image), image, voxel_size=(40, 5, 5), progress=False)
+    ann = np.zeros((4, 96, 96), np.uint8)
+    ann[[0, 2]] = 1 + (np.asarray(ph.semantic)[[0, 2]] == 1)  # membranes: present in every section
+    ann_path = tmp_path / "ann.tif"
+    write_tiff(ann, ann_path, voxel_size=(40, 5, 5), progress=False)
+    model_dir = tmp_path / "model"
+    assert main(["train", "--method", "unet", "--image", str(image), "--annotations", str(ann_path),
+                 "--classes", "background,membrane", "--out", str(model_dir), "--iterations", "2",
+                 "--base", "em2d-small", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "trained a 2D U-Net (from em2d-small) for 2 iterations" in out
+    model = load_model(model_dir)
+    assert model.classes == ["background", "membrane"] and model.training["base"] == "em2d-small"
+    assert main(["train", "--method", "unet", "--image", str(image), "--annotations", str(ann_path),
+                 "--out", str(model_dir), "--iterations", "1", "--quiet"]) == 2  # never overwritten unasked
+    assert "already holds a model" in capsys.readouterr().err
+    pred = tmp_path / "pred.ome.zarr"
+    assert main(["predict", "--model", str(model_dir), "--image", str(image), "--out", str(pred), "--device", "cpu",
+                 "--probabilities", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted" in out and "labels:" in out
+    labels = open_volume(f"{pred}:/labels/segmentation")
+    assert labels.shape == (4, 96, 96) and labels.voxel_size == (40.0, 5.0, 5.0)
+    # a second call resumes: nothing left to do
+    assert main(["predict", "--model", str(model_dir), "--image", str(image), "--out", str(pred), "--device", "cpu",
+                 "--probabilities", "--quiet"]) == 0
+    assert "(1 already done)" in capsys.readouterr().out
+    pytest.importorskip("bioimageio.spec")
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "model.zip")]) == 0
+    assert (tmp_path / "model.zip").exists()
