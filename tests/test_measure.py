@@ -13,6 +13,7 @@ from vemkit.measure import (
     regionprops_blockwise,
     regionprops_table,
     save_table,
+    table_view,
 )
 from vemkit.synthetic import make_phantom
 
@@ -22,6 +23,54 @@ VOXEL = (40.0, 8.0, 8.0)
 def ellipsoid(shape, voxel_size, centre_nm, radii_nm):
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     return sum(((g * v - c) / r) ** 2 for g, v, c, r in zip(grids, voxel_size, centre_nm, radii_nm)) <= 1
+
+
+def grid_nm(shape, voxel_size):
+    return np.meshgrid(*[np.arange(s) * v for s, v in zip(shape, voxel_size)], indexing="ij")
+
+
+def cylinder(shape, voxel_size, start_nm, direction, radius, length):
+    """Flat-ended cylinder: voxel centres within ``radius`` of the axis from ``start_nm`` along
+    ``direction`` for ``length`` nm."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    rel = [g - s for g, s in zip(grid_nm(shape, voxel_size), start_nm)]
+    along = sum(r * di for r, di in zip(rel, d))
+    return (sum(r * r for r in rel) - along**2 <= radius**2) & (along >= 0) & (along <= length)
+
+
+def centred_cylinder(voxel_size, direction, radius, length, extent=1600.0):
+    shape = tuple(int(extent / v) for v in voxel_size)
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    start = np.full(3, extent / 2) - d * length / 2 + np.array([3.3, 1.7, 2.1])  # off the voxel grid
+    return cylinder(shape, voxel_size, start, d, radius, length)
+
+
+def ellipsoid_area(a, b, c):
+    """Knud Thomsen's approximation (error below 1.1 %; exact for balls)."""
+    p = 1.6075
+    return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
+
+
+def torus_arc(voxel_size, rho, radius, angle, extent=1600.0, tilt_deg=30.0):
+    """A tube of ``radius`` bent along a circle of radius ``rho`` over ``angle`` radians (flat ends),
+    in a plane tilted by ``tilt_deg`` from the sections: centre line ``rho * angle`` long."""
+    z, y, x = (g - extent / 2 for g in grid_nm(tuple(int(extent / v) for v in voxel_size), voxel_size))
+    t = math.radians(tilt_deg)
+    u, w = x * math.cos(t) + z * math.sin(t), -x * math.sin(t) + z * math.cos(t)
+    phi = np.arctan2(y, u)
+    return ((np.hypot(y, u) - rho) ** 2 + w**2 <= radius**2) & (phi >= 0) & (phi <= angle)
+
+
+def y_shape(voxel_size, arm, radius, extent=1400.0):
+    """Three flat-ended tubes ``arm`` nm long from one centre, 120 degrees apart (slightly out of
+    the section plane): three branches, 3 * arm of centre line."""
+    shape = tuple(int(extent / v) for v in voxel_size)
+    centre = np.array([extent / 2 + 3.0, extent / 2 - 2.0, extent / 2 + 1.0])
+    out = np.zeros(shape, bool)
+    for angle in (0, 120, 240):
+        a = math.radians(angle)
+        out |= cylinder(shape, voxel_size, centre, (0.3, math.cos(a), math.sin(a)), radius, arm)
+    return out
 
 
 def table(labels, **kwargs):
@@ -45,10 +94,11 @@ def test_ball(voxel_size):
     labels = ellipsoid(shape, voxel_size, centre, (r, r, r)).astype(np.uint8) * 7
     row = table(labels, voxel_size=voxel_size).iloc[0]
     assert row.label == 7
-    assert row.volume_nm3 == pytest.approx(4 / 3 * math.pi * r**3, rel=0.03)
+    # the issue's bounds; measured: volume +0.1 / -0.2 / 0.0 %, surface +1.9 / +1.7 / +2.6 %
+    assert row.volume_nm3 == pytest.approx(4 / 3 * math.pi * r**3, rel=0.02)
     assert row.volume_um3 == pytest.approx(row.volume_nm3 * 1e-9)
-    assert row.surface_area_nm2 == pytest.approx(4 * math.pi * r**2, rel=0.1)
-    assert 0.9 < row.sphericity <= 1.0
+    assert row.surface_area_nm2 == pytest.approx(4 * math.pi * r**2, rel=0.05)
+    assert 0.95 < row.sphericity <= 1.0
     assert row.equivalent_diameter_nm == pytest.approx(2 * r, rel=0.01)
     for axis in ("major", "intermediate", "minor"):
         assert row[f"axis_{axis}_length_nm"] == pytest.approx(2 * r, rel=0.04)
@@ -91,6 +141,54 @@ def test_elongated_ellipsoid_axes():
     assert row.axis_minor_length_nm == pytest.approx(2 * 100, rel=0.06)
     assert row.elongation == pytest.approx(6.0, rel=0.08)
     assert row.sphericity < 0.8
+
+
+ANISOTROPIC = [(40.0, 8.0, 8.0), (50.0, 10.0, 10.0), (30.0, 4.0, 4.0)]
+
+
+@pytest.mark.parametrize("voxel_size", ANISOTROPIC)
+@pytest.mark.parametrize("radii", [(150.0, 100.0, 600.0), (400.0, 250.0, 200.0)], ids=["rod", "triaxial"])
+def test_ellipsoid_volume_and_surface(voxel_size, radii):
+    # the issue's bounds: volume within 2 %, surface within 5 % (measured: volume -1.6 .. +0.5 %,
+    # surface 0.0 .. +2.6 %)
+    extent = 2 * max(radii) + 200
+    shape = tuple(int(extent / v) for v in voxel_size)
+    centre = (extent / 2 + 3.1, extent / 2 - 1.3, extent / 2 + 2.2)
+    row = table(ellipsoid(shape, voxel_size, centre, radii).astype(np.uint8), voxel_size=voxel_size).iloc[0]
+    assert row.volume_nm3 == pytest.approx(4 / 3 * math.pi * np.prod(radii), rel=0.02)
+    assert row.surface_area_nm2 == pytest.approx(ellipsoid_area(*radii), rel=0.05)
+
+
+@pytest.mark.parametrize("voxel_size", ANISOTROPIC + [(10.0, 10.0, 10.0)])
+@pytest.mark.parametrize("direction", [(1, 0, 0), (0.1, 0, 1), (1, 1, 2)], ids=["along-z", "in-plane-6deg", "oblique"])
+def test_cylinder_volume_surface_and_skeleton(voxel_size, direction):
+    # a tube 300 nm thick and 1200 nm long; the skeleton length is the length of its axis.
+    # Measured: volume -0.2 .. +0.1 %, surface -1.9 .. +2.2 %, skeleton -0.3 .. +0.5 %
+    r, length = 150.0, 1200.0
+    labels = centred_cylinder(voxel_size, direction, r, length).astype(np.uint16) * 3
+    row = table(labels, voxel_size=voxel_size, skeleton=True).iloc[0]
+    assert row.volume_nm3 == pytest.approx(math.pi * r**2 * length, rel=0.02)
+    assert row.surface_area_nm2 == pytest.approx(2 * math.pi * r * (r + length), rel=0.05)
+    assert row.skeleton_length_nm == pytest.approx(length, rel=0.05)
+    assert row.n_branches == 1
+
+
+def test_cylinder_parallel_to_sections_is_unbiased():
+    """A tube whose axis lies exactly along x at 40 nm sections: its voxel-count volume depends on
+    where the sections cut its round cross-section (here -1.8 .. +2.8 % over the phases, as the
+    earlier -2.2 % on one placement) but not on average: digitisation, not a bias."""
+    vs, r, length = (40.0, 8.0, 8.0), 150.0, 1200.0
+    shape = (int(2.6 * r / vs[0]) + 4, int(2.6 * r / vs[1]) + 4, int((length + 200) / vs[2]))
+    volumes, surfaces = [], []
+    for phase in np.linspace(0, vs[0], 8, endpoint=False):
+        start = (1.3 * r + vs[0] + phase, 1.3 * r + 16 + 0.37 * phase, 100.0)
+        labels = cylinder(shape, vs, start, (0, 0, 1), r, length).astype(np.uint8)
+        row = table(labels, voxel_size=vs, properties=("volume", "surface")).iloc[0]
+        volumes.append(row.volume_nm3 / (math.pi * r**2 * length) - 1)
+        surfaces.append(row.surface_area_nm2 / (2 * math.pi * r * (r + length)) - 1)
+    assert abs(np.mean(volumes)) < 0.005, volumes
+    assert max(map(abs, volumes)) < 0.035, volumes
+    assert max(map(abs, surfaces)) < 0.05, surfaces  # measured -0.1 .. +2.1 %
 
 
 def test_n_sections_centroids_and_border():
@@ -164,17 +262,49 @@ def test_distance_and_contact_area():
 
 def test_skeleton():
     labels = np.zeros((5, 30, 70), np.uint8)
-    labels[1:4, 14:17, 5:65] = 1  # a rod 60 voxels long in x
     labels[1:4, 3:27, 40:43] = 2  # a rod crossing ...
     labels[1:4, 14:17, 30:53] = 2  # ... another: a cross with four arms
-    labels[labels == 1] = 0
     labels[1:4, 14:17, 5:25] = 1  # a rod of its own, 20 voxels (160 nm) long
     df = table(labels, skeleton=True, properties=("volume",))
     rod, cross = df.iloc[0], df.iloc[1]
     assert rod.n_branches == 1
-    assert 0.7 * 160 <= rod.skeleton_length_nm <= 160
+    assert rod.skeleton_length_nm == pytest.approx(160, rel=0.05)
     assert cross.n_branches == 4
-    assert cross.skeleton_length_nm == pytest.approx((22 + 23) * 8, rel=0.2)
+    assert cross.skeleton_length_nm == pytest.approx((24 + 23) * 8, rel=0.05)
+
+
+@pytest.mark.parametrize("voxel_size", [(40.0, 8.0, 8.0), (50.0, 5.0, 5.0), (10.0, 10.0, 10.0)])
+def test_skeleton_of_bent_and_branched_tubes(voxel_size):
+    # measured: torus arc +1.3 .. +1.7 %, Y -1.1 .. +0.2 %
+    rho, angle = 600.0, math.radians(150)
+    arc = torus_arc(voxel_size, rho, 100.0, angle).astype(np.uint8)
+    row = table(arc, voxel_size=voxel_size, skeleton=True, properties=("volume",)).iloc[0]
+    assert row.skeleton_length_nm == pytest.approx(rho * angle, rel=0.05)
+    assert row.n_branches == 1
+    branched = y_shape(voxel_size, 500.0, 80.0).astype(np.uint8)
+    row = table(branched, voxel_size=voxel_size, skeleton=True, properties=("volume",)).iloc[0]
+    assert row.n_branches == 3
+    assert row.skeleton_length_nm == pytest.approx(3 * 500.0, rel=0.05)
+
+
+def test_skeleton_when_thinning_fails(monkeypatch):
+    """scikit-image's 3D thinning returns an empty skeleton for some shapes (its issue #3757): the
+    length is then the extent along the principal axis."""
+    import skimage.morphology
+
+    labels = centred_cylinder((40.0, 8.0, 8.0), (1, 1, 2), 150.0, 1200.0).astype(np.uint8)
+    monkeypatch.setattr(skimage.morphology, "skeletonize", lambda image: np.zeros_like(image, dtype=bool))
+    row = table(labels, skeleton=True, properties=("volume",)).iloc[0]
+    assert row.n_branches == 1
+    assert row.skeleton_length_nm == pytest.approx(1200.0, rel=0.05)
+
+
+def test_skeleton_of_a_ball_is_its_diameter():
+    shape = tuple(int(800 / v) for v in VOXEL)
+    labels = ellipsoid(shape, VOXEL, (403.0, 397.0, 401.0), (250, 250, 250)).astype(np.uint8)
+    row = table(labels, skeleton=True, properties=("volume",)).iloc[0]
+    assert row.n_branches == 1
+    assert row.skeleton_length_nm == pytest.approx(500.0, rel=0.15)  # measured -8 %
 
 
 # ---------------------------------------------------------------------------------------- blockwise
@@ -202,6 +332,31 @@ def test_blockwise_equals_in_memory(phantom, tmp_path):
     from_zarr = regionprops_blockwise(f"{path}:/labels/mito", properties=("volume", "centroid"),
                                       block=(16, 100, 100), progress=False)
     pd.testing.assert_frame_equal(from_zarr, expected[from_zarr.columns], rtol=1e-9)
+
+
+@pytest.mark.parametrize("budget", [None, 0], ids=["pieces-kept", "pieces-read-again"])
+def test_blockwise_shapes_equal_in_memory(phantom, monkeypatch, budget):
+    """Surfaces and skeletons cannot be added up from blocks: objects inside a block are measured
+    there, the pieces of objects cut by block faces are put together (or read again from the volume
+    when they exceed the memory budget); an id split into two separate parts in different blocks is
+    read again. Every path gives the in-memory numbers exactly."""
+    import dask.array as da
+
+    import vemkit.measure as measure
+
+    if budget is not None:
+        monkeypatch.setattr(measure, "_PIECES_BUDGET_VOXELS", budget)
+    labels = phantom.instances["mitochondria"].astype(np.uint32)
+    labels[2:4, 2:6, 2:6] = 99  # one id, two parts far apart: ...
+    labels[20:22, 150:154, 150:154] = 99  # ... each part looks whole in its own block
+    labels[10:13, 70:75, 70:75] = 77  # wholly inside one block: measured in pass 1
+    vs = phantom.voxel_size
+    expected = regionprops_table(labels, voxel_size=vs, skeleton=True, properties=("volume", "surface"),
+                                 progress=False)
+    got = regionprops_blockwise(da.from_array(labels, chunks=(8, 64, 64)), voxel_size=vs, skeleton=True,
+                                properties=("volume", "surface"), block=(8, 64, 64), progress=False)
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-12)
+    assert {77, 99} <= set(got.label.tolist())
 
 
 def test_empty_labels():
@@ -286,3 +441,29 @@ def test_plot_distributions():
         plot_distributions(df, ["volume_um3"], by="nope")
     with pytest.raises(ValueError, match="numeric"):
         plot_distributions(df, ["cell"])
+
+
+def test_table_view():
+    df = pd.DataFrame({"label": [4, 1, 2], "volume_um3": [0.5, 0.125, np.nan], "touches_border": [True, False, False]})
+    view = table_view(df, sort_by="volume_um3", ascending=False, caption="mitochondria")
+    assert view.data.label.tolist() == [4, 1, 2]  # NaN last
+    html = view._repr_html_()
+    assert html.count("<tr") == 4  # header and three rows
+    assert f'id="{view._id}"' in html and "<script>" in html and "click a column header to sort" in html
+    assert "mitochondria" in html and "3 rows" in html
+    text = repr(view)
+    assert "volume_um3" in text and "[mitochondria: 3 rows × 3 columns]" in text
+    # columns chosen and ordered, rows cut, two views never share an id
+    short = table_view(df, ["volume_um3", "label"], max_rows=1)
+    assert list(short.data.columns) == ["volume_um3", "label"] and len(short.data) == 1
+    assert "first 1 of 3 rows" in repr(short) and short._id != view._id
+    # HTML is escaped
+    assert "&lt;b&gt;" in table_view(pd.DataFrame({"name": ["<b>"]}))._repr_html_()
+    with pytest.raises(ValueError, match="DataFrame"):
+        table_view(df.to_dict())
+    with pytest.raises(ValueError, match="columns"):
+        table_view(df, ["nope"])
+    with pytest.raises(ValueError, match="sort_by"):
+        table_view(df, sort_by="nope")
+    with pytest.raises(ValueError, match="max_rows"):
+        table_view(df, max_rows=0)

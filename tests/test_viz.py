@@ -380,3 +380,84 @@ def test_import_is_cheap_and_picks_no_backend():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3D view of objects
+
+
+def _two_boxes():
+    labels = np.zeros((10, 40, 60), np.uint16)
+    labels[2:8, 5:15, 5:45] = 3  # 6 sections x 10 rows x 40 columns
+    labels[1:9, 20:35, 20:30] = 7
+    labels[5, 38, 58] = 9  # a speck
+    return labels
+
+
+def test_objects_3d_draws_each_object_in_physical_proportions():
+    labels = _two_boxes()
+    fig = viz.objects_3d(labels, [3, 7], voxel_size=(40, 8, 8))
+    ax = fig.axes[0]
+    assert ax.name == "3d"
+    assert len(ax.collections) == 2
+    # extents in nm: x about 25 columns * 8, z about 8 sections * 40 (the meshes pass half a voxel
+    # outside the voxel centres, as the cuboids do)
+    (x0, x1), (z0, z1) = ax.get_xlim(), ax.get_zlim()
+    assert x1 - x0 == pytest.approx(40 * 8, rel=0.1)
+    assert z1 - z0 == pytest.approx(8 * 40, rel=0.15)
+    aspect = np.asarray(ax.get_box_aspect())
+    assert aspect[0] / aspect[2] == pytest.approx((x1 - x0) / (z1 - z0), rel=1e-6)
+    # each object in the colour its id has in the overlays
+    legend = ax.get_legend()
+    legend = {t.get_text(): h.get_facecolor()[:3] for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(legend) == {"3", "7"}
+    np.testing.assert_allclose(legend["3"], viz._label_colours([3])[0], atol=1e-6)
+    assert fig._repr_png_().startswith(PNG_MAGIC)
+    assert "x (nm)" == ax.get_xlabel()
+
+
+def test_objects_3d_defaults_and_bad_input():
+    labels = _two_boxes()
+    fig = viz.objects_3d(Volume.from_array(labels, voxel_size=(40, 8, 8)), max_objects=2, show_ids=False)
+    assert len(fig.axes[0].collections) == 2  # the two largest, not the speck
+    assert fig.axes[0].get_legend() is None
+    fig = viz.objects_3d(labels, 9)  # no voxel size: cubes, axes in voxels
+    assert fig.axes[0].get_xlabel() == "x (voxels)"
+    with pytest.raises(ValueError, match="ids"):
+        viz.objects_3d(labels, [3, 4], voxel_size=(40, 8, 8))
+    with pytest.raises(ValueError, match="integer"):
+        viz.objects_3d(labels.astype(np.float32), [3])
+    with pytest.raises(ValueError, match="no object"):
+        viz.objects_3d(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="max_objects"):
+        viz.objects_3d(labels, max_objects=0)
+
+
+def test_objects_3d_and_table_view_render_in_executed_notebook(tmp_path):
+    """Without a widget front end (papermill, nbconvert, CI) the 3D view is a PNG and the table view
+    an HTML table, both stored in the notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import numpy as np\n"
+            "from vemkit import measure, viz\n"
+            "labels = np.zeros((8, 32, 32), np.uint8)\n"
+            "labels[2:6, 4:12, 4:20] = 1\n"
+            "labels[1:7, 16:28, 10:20] = 2\n"
+            "viz.objects_3d(labels, voxel_size=(40, 8, 8))"
+        ),
+        nbformat.v4.new_code_cell(
+            "df = measure.regionprops_table(labels, voxel_size=(40, 8, 8), progress=False)\n"
+            "measure.table_view(df, ['label', 'volume_um3', 'sphericity'], sort_by='volume_um3')"
+        ),
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    figure, view = (c.outputs for c in nb.cells)
+    assert [o.output_type for o in figure] == ["execute_result"]
+    assert base64.b64decode(figure[0].data["image/png"]).startswith(PNG_MAGIC)
+    html = view[0].data["text/html"]
+    assert "<table" in html and "volume_um3" in html and "<script>" in html
+    assert "2 rows" in view[0].data["text/plain"]
