@@ -309,3 +309,32 @@ def test_dask_local_cluster_gives_the_local_result(model2d, tmp_path):
     la = np.asarray(open_volume(local.labels).data)
     lb = np.asarray(open_volume(res.labels).data)
     assert (la == lb).mean() > 0.9999
+
+
+@pytest.mark.parametrize("kind", ["3d-anisotropic", "3d-isotropic-residual", "2d"])
+def test_decoder_only_where_kept_equals_the_whole_network(kind):
+    """predict runs a vemkit U-Net's decoder only inside the block (the halo is context): the kept region
+    must equal the whole network's output there, near the tensor's edges too."""
+    from vemkit.predict import _kept_unet, _unet_forward_kept
+
+    torch.manual_seed(3)
+    if kind == "2d":
+        net, shape, keep = UNet(ndim=2, base_channels=4, depth=3), (3, 1, 64, 80), ((16, 48), (0, 72))
+    elif kind == "3d-anisotropic":
+        net, shape, keep = UNet(ndim=3, base_channels=4, depth=3, voxel_size=(40, 5, 5)), (1, 1, 16, 48, 64), ((4, 12), (8, 40), (0, 32))
+    else:
+        net, shape, keep = UNet(ndim=3, base_channels=4, depth=2, voxel_size=(8, 8, 8), residual=True), (2, 1, 32, 32, 48), ((8, 24), (8, 24), (16, 48))
+    net = _randomise_batchnorm(net)
+    assert _kept_unet(net) is net
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref = net(x)[(slice(None), slice(None), *(slice(a, b) for a, b in keep))]
+        got = _unet_forward_kept(net, x, keep)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+    class Custom(UNet):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    assert _kept_unet(Custom(ndim=2, base_channels=4, depth=2)) is None  # only the forward it reproduces

@@ -5,6 +5,8 @@ spread over a dask cluster.
   halo of context, the halo cropped from the result), with batching, mixed precision on GPU,
   optional flip test-time augmentation, reads and writes overlapped with compute, and writes class
   probabilities and/or argmax labels to OME-Zarr. Memory depends on the block, never on the volume.
+  A vemkit U-Net runs BatchNorm-folded and channels-last, and its decoder only inside the block (the
+  halo is context for the encoder; the decoder's output there would be thrown away).
 - Resume: every finished block is recorded next to the output; a run that is killed and started
   again computes only the missing blocks, with the same result.
 - Distributed: pass a ``dask.distributed`` client and the blocks are spread over its workers (one
@@ -20,6 +22,7 @@ Not for: training (:mod:`vemkit.train`), random-forest models (:mod:`vemkit.pixe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -145,6 +148,95 @@ def _fuse_conv_bn(module):
     return module
 
 
+def _kept_unet(module):
+    """The module if it is a vemkit U-Net whose forward :func:`_unet_forward_kept` reproduces, else None."""
+    from .models import UNet
+
+    if type(module) is not UNet or type(module).forward is not UNet.forward:
+        return None
+    for block in module.decoder:
+        if getattr(block, "residual", True) or not all(hasattr(block, a) for a in ("conv1", "conv2", "act")):
+            return None
+    if any(tuple(getattr(up, "kernel_size", ())) != tuple(getattr(up, "stride", ())) for up in module.up):
+        return None
+    return module
+
+
+def _decoder_regions(net, sizes, keep):
+    """Per level, the region (per axis ``(start, stop)``) of each decoder block's output that is needed
+    (``need_out``; level 0: ``keep``) and the region of its input that determines it exactly
+    (``need_in``: two convolutions widen it by ``2 * (k // 2)`` per side, clipped to the tensor, where
+    zero padding is what the whole computation sees too). ``need_out[depth]`` is the bottleneck's."""
+    depth = len(net.pools)
+    need_out, need_in = [tuple(keep)], []
+    for level in range(depth):
+        margin = [2 * (k // 2) for k in net.kernels[level]]
+        rin = tuple((max(0, a - m), min(n, b + m)) for (a, b), m, n in zip(need_out[level], margin, sizes[level]))
+        need_in.append(rin)
+        need_out.append(tuple((a // q, -(-b // q)) for (a, b), q in zip(rin, net.pools[level])))
+    return need_out, need_in
+
+
+def _level_sizes(net, spatial):
+    sizes = [tuple(int(s) for s in spatial)]
+    for p in net.pools:
+        sizes.append(tuple(s // q for s, q in zip(sizes[-1], p)))
+    return sizes
+
+
+def _unet_forward_kept(net, x, keep, memory_format=None):
+    """``net(x)`` restricted to the region ``keep`` (per spatial axis ``(start, stop)``), with the
+    decoder evaluated only where the kept output depends on it.
+
+    Blockwise inference keeps the centre of each block and drops the halo, which is there only as
+    context. The encoder must see all of it, but the decoder's full-resolution levels (most of a
+    U-Net's work) need only the kept region plus two voxels per convolution pair, the coarser levels
+    a little more. The result equals ``net(x)[..., keep]`` (same weights, same zero padding at the
+    tensor's edges; float rounding aside). Skips are kept only where the decoder reads them, so the
+    peak memory is that of the encoder's first level. Requires every spatial side to be a multiple of
+    the network's divisor and transposed convolutions with kernel == stride (vemkit's U-Net).
+    """
+    import torch
+
+    depth = len(net.pools)
+    sizes = _level_sizes(net, x.shape[2:])
+    need_out, need_in = _decoder_regions(net, sizes, keep)
+    fmt = memory_format or torch.contiguous_format
+
+    def take(t, region, origin):
+        return t[(slice(None), slice(None), *(slice(a - o, b - o) for (a, b), o in zip(region, origin)))]
+
+    zero = (0,) * len(sizes[0])
+    skips = []
+    for level, block in enumerate(net.encoder):
+        x = block(x)
+        if level < depth:
+            skips.append(take(x, need_in[level], zero).contiguous(memory_format=fmt))
+            x = net.down[level](x)
+    x = take(x, need_out[depth], zero)
+    for i, (up, block) in enumerate(zip(net.up, net.decoder)):
+        level = depth - 1 - i
+        u = up(x)
+        del x
+        origin = tuple(a * q for (a, _), q in zip(need_out[level + 1], net.pools[level]))
+        u = take(u, need_in[level], origin)
+        skip = skips.pop()
+        cu = u.shape[1]
+        # torch.cat([u, skip], 1) without holding u, skip and their concatenation at once
+        buf = torch.empty((u.shape[0], cu + skip.shape[1], *skip.shape[2:]), dtype=torch.promote_types(u.dtype, skip.dtype),
+                          device=u.device, memory_format=fmt)
+        buf[:, cu:] = skip
+        del skip
+        buf[:, :cu] = u
+        del u
+        y = block.act(block.conv1(buf))
+        del buf
+        y = block.act(block.conv2(y))
+        x = take(y, need_out[level], tuple(a for a, _ in need_in[level]))
+        del y
+    return net.head(x)
+
+
 def _resolve_amp(amp, device):
     import torch
 
@@ -232,9 +324,16 @@ class _Runner:
         self.device = resolve_device(settings.device)
         self.source = source if isinstance(source, _SyncSource) else _SyncSource(source)
         module = _fuse_conv_bn(net.module).to(self.device)
+        # channels-last: cuDNN's tensor-core kernels and oneDNN's CPU kernels both prefer it (no reorder
+        # of every activation before and after each convolution)
+        self.memory_format = None
+        if self.device.type in ("cuda", "cpu"):
+            self.memory_format = torch.channels_last_3d if net.ndim == 3 else torch.channels_last
+            module = module.to(memory_format=self.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            module = module.to(memory_format=torch.channels_last_3d if net.ndim == 3 else torch.channels_last)
+        # a vemkit U-Net runs its decoder only where the block's result is kept (not in the halo)
+        self.kept = None if settings.compile else _kept_unet(module)
         if settings.compile:
             module = torch.compile(module)
         self.module = module
@@ -256,10 +355,12 @@ class _Runner:
         from ._blockwise import read_with_halo
 
         region = tuple(slice(a, a + b) for a, b in zip(start, self.s.block))
-        data = read_with_halo(self.source, region, self.s.halo)
-        out = data.astype(np.float32, copy=False)
-        out = (out - self.s.low) * self.s.scale
-        return out
+        # raw grey values (uint8 is 4x smaller than float32 while waiting in the prefetch queue and on
+        # its way to the GPU); :meth:`infer` normalises them on the device
+        data = np.ascontiguousarray(read_with_halo(self.source, region, self.s.halo))
+        if not data.dtype.isnative:  # torch takes native byte order only
+            data = data.astype(data.dtype.newbyteorder("="))
+        return data
 
     def write(self, start, probs, labels):
         """Write one block's results, cropped where the block leaves the volume."""
@@ -275,13 +376,16 @@ class _Runner:
 
     # -- compute
     def infer(self, batch):
-        """(B, Z, Y, X) float32 normalised blocks with halo -> cropped (probs (B, C, z, y, x), labels (B, z, y, x))."""
+        """(B, Z, Y, X) raw blocks with halo (from :meth:`read`) -> cropped (probs (B, C, z, y, x),
+        labels (B, z, y, x))."""
         import torch
 
         s, net = self.s, self.net
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
+        # (v - low) * scale in float32, as numpy would, on the device
+        x = x.to(torch.float32, copy=x.dtype == torch.float32).sub_(float(np.float32(s.low))).mul_(float(np.float32(s.scale)))
         B = x.shape[0]
         if net.ndim == 3:
             x = x[:, None]
@@ -289,36 +393,40 @@ class _Runner:
         else:  # sections of each block become the batch
             x = x.reshape(B * x.shape[1], 1, *x.shape[2:])
             dims = (2, 3)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last_3d if net.ndim == 3 else torch.channels_last)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         flips = [()]
         if s.tta:
             flips = [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.amp)
+        # the block inside its halo, per spatial axis of the network's input
+        kept_axes = list(zip(s.halo, s.block))[3 - len(dims):]
+        keep = tuple((h, h + b) for h, b in kept_axes)
         total = None
         with torch.inference_mode():
             for flip in flips:
                 xin = torch.flip(x, flip) if flip else x
-                if dtype is not None:
-                    with torch.autocast(self.device.type, dtype=dtype):
+                sizes = xin.shape[2:]
+                k = tuple((n - b, n - a) if d + 2 in flip else (a, b) for d, ((a, b), n) in enumerate(zip(keep, sizes)))
+                with torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+                    if self.kept is not None:
+                        y = _unet_forward_kept(self.kept, xin, k, self.memory_format)
+                    else:
                         y = self.module(xin)
-                else:
-                    y = self.module(xin)
+                        y = y[(slice(None), slice(None), *(slice(a, b) for a, b in k))]
                 y = y.float()
                 if flip:
                     y = torch.flip(y, flip)
-                p = torch.empty_like(y)
+                p = torch.empty_like(y, memory_format=torch.contiguous_format)
                 p[:, : net.n_classes] = torch.softmax(y[:, : net.n_classes], dim=1)
                 if y.shape[1] > net.n_classes:
                     p[:, net.n_classes :] = torch.sigmoid(y[:, net.n_classes :])
+                del y
                 total = p if total is None else total.add_(p)
             if len(flips) > 1:
                 total /= len(flips)
-            if net.ndim == 2:
+            if net.ndim == 2:  # (B * z, C, y, x) -> (B, C, z, y, x)
                 total = total.reshape(B, -1, *total.shape[1:]).transpose(1, 2)
-            hz, hy, hx = s.halo
-            bz, by, bx = s.block
-            total = total[:, :, hz : hz + bz, hy : hy + by, hx : hx + bx]
             labels = None
             if s.write_labels:
                 ltype = torch.uint8 if net.n_classes <= 256 else torch.int16
@@ -422,7 +530,7 @@ class InferencePlan:
             f"volume            {' x '.join(map(str, self.volume_shape))} voxels (z, y, x)",
             f"block             {' x '.join(map(str, self.block))} + halo {' x '.join(map(str, self.halo))} per side",
             f"blocks            {self.n_blocks} in batches of {self.batch_size}",
-            f"compute overhead  {self.overhead:.2f}x (voxels computed per voxel written, halos included)",
+            f"compute overhead  {self.overhead:.2f}x (network work per voxel written, relative to no halo)",
             f"memory            {self.memory_per_batch_bytes / _MiB:.0f} MiB per batch of "
             f"{self.memory_budget_bytes / _MiB:.0f} MiB allowed",
         ]
@@ -443,7 +551,8 @@ def _fmt_seconds(s):
 
 
 def _bytes_per_voxel(net: _Network, prob_channels: int) -> float:
-    """Peak working memory of one forward pass per input voxel (float32), an upper estimate.
+    """Peak working memory of one forward pass per input voxel (float32), an upper estimate, for
+    networks that run whole (not :func:`_unet_forward_kept`).
 
     For a U-Net the peak is at the finest decoder level: the skip, the upsampled tensor, their
     concatenation and two convolution outputs (6 x the first level's channels), plus every coarser
@@ -462,6 +571,90 @@ def _bytes_per_voxel(net: _Network, prob_channels: int) -> float:
     return 4.0 * (total + 2 * prob_channels)
 
 
+def _kept_geometry(net: _Network, block, halo):
+    """For a vemkit U-Net: (sections per call, level sizes, need_out, need_in) of one block, see
+    :func:`_decoder_regions`; None for other networks."""
+    unet = _kept_unet(net.module)
+    if unet is None:
+        return None
+    axes = list(zip(block, halo))[3 - net.ndim:]
+    mult = int(block[0]) if net.ndim == 2 else 1  # a 2D network takes the block's sections as a batch
+    spatial = [b + 2 * h for b, h in axes]
+    if any(s % d for s, d in zip(spatial, unet.divisor)):
+        return None
+    sizes = _level_sizes(unet, spatial)
+    need_out, need_in = _decoder_regions(unet, sizes, [(h, h + b) for b, h in axes])
+    return unet, mult, sizes, need_out, need_in
+
+
+def _vol(region):
+    return float(np.prod([b - a for a, b in region]))
+
+
+def _block_bytes(net: _Network, block, halo, prob_channels: int) -> float:
+    """Peak working memory (bytes, float32) of one block through the network, an upper estimate.
+
+    With :func:`_unet_forward_kept` the peak is usually the encoder's first level on the whole block
+    with its halo (input + two convolution outputs); the decoder holds its concatenation and two
+    convolution outputs only over the kept region and a small margin.
+    """
+    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    geo = _kept_geometry(net, block, halo)
+    if geo is None:
+        return _bytes_per_voxel(net, prob_channels) * padded
+    unet, mult, sizes, need_out, need_in = geo
+    c = list(unet.channels)
+    depth = len(unet.pools)
+    P = [float(np.prod(sz)) for sz in sizes]
+    held = net.in_channels * P[0]  # the input, held by the caller
+    peak, skips = 0.0, 0.0
+    for k in range(depth + 1):
+        prev = c[k - 1] * P[k] if k else 0.0
+        peak = max(peak, held + skips + prev + 2 * c[k] * P[k])
+        if k < depth:
+            skips += c[k] * _vol(need_in[k])
+            peak = max(peak, held + skips + c[k] * P[k] * (1 + 1 / float(np.prod(unet.pools[k]))))
+    for k in reversed(range(depth)):
+        below = c[k + 1] * (P[k + 1] if k + 1 == depth else _vol(need_in[k + 1]))
+        up_out = c[k] * _vol(need_out[k + 1]) * float(np.prod(unet.pools[k]))
+        skips -= c[k] * _vol(need_in[k])
+        b_in = _vol(need_in[k])
+        peak = max(peak, held + skips + below + up_out + 3 * c[k] * b_in, held + skips + 3 * c[k] * b_in)
+    peak = max(peak, held + (c[0] + 3 * prob_channels) * _vol(need_out[0]))
+    return 4.0 * mult * peak
+
+
+def _block_cost(net: _Network, block, halo) -> float:
+    """Multiply-adds of one block through the network (for comparing blocks; a U-Net's levels
+    weighted by their channels, other networks by the voxels they see)."""
+    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    unet = getattr(net.module, "channels", None) and net.module
+    if unet is None or not hasattr(unet, "kernels"):
+        return padded
+    geo = _kept_geometry(net, block, halo)
+    c, ks, pools = list(unet.channels), unet.kernels, unet.pools
+    depth = len(pools)
+    if geo is not None:
+        _, mult, sizes, need_out, need_in = geo
+        P = [mult * float(np.prod(sz)) for sz in sizes]
+        dec_vox = [mult * _vol(r) for r in need_in]
+        up_vox = [mult * _vol(need_out[k + 1]) * float(np.prod(pools[k])) for k in range(depth)]
+        head_vox = mult * _vol(need_out[0])
+    else:
+        P = [padded / float(np.prod(np.prod(pools[:k], axis=0))) if k else padded for k in range(depth + 1)]
+        dec_vox, up_vox, head_vox = P[:depth], P[:depth], padded
+    cost = 0.0
+    cin = unet.in_channels
+    for k in range(depth + 1):
+        kk = float(np.prod(ks[k]))
+        cost += P[k] * kk * (cin * c[k] + c[k] * c[k])
+        cin = c[k]
+    for k in range(depth):
+        kk = float(np.prod(ks[k]))
+        cost += dec_vox[k] * kk * 3 * c[k] * c[k] + up_vox[k] * c[k + 1] * c[k]
+    return cost + head_vox * c[0] * unet.out_channels
+
+
 def _memory_budget(device, memory_limit):
     import torch
 
@@ -475,29 +668,30 @@ def _memory_budget(device, memory_limit):
     return 1024 * _MiB
 
 
-def _choose_block(net, shape, halo, budget, bytes_per_voxel, device_type):
-    """Largest affordable block with the least halo overhead; z as deep as the volume allows."""
+def _choose_block(net, shape, halo, budget, prob_channels, device_type):
+    """Largest affordable block with the least compute per voxel written; z as deep as the volume
+    allows. Returns (block, bytes, compute overhead)."""
     divisor = net.divisor
     Z, Y, X = shape
     best = None
-    sides = [64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048]
+    sides = [64, 96, 128, 160, 192, 224, 256, 320, 384, 512, 768, 1024, 1536, 2048]
     if net.ndim == 2:
         depths = [1, 2, 4, 8, 16, 32]
     else:
-        depths = sorted({_round_up(d, divisor[0]) for d in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)})
+        depths = sorted({_round_up(d, divisor[0]) for d in (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)})
+    unit = _block_cost(net, divisor, (0, 0, 0)) / float(np.prod(divisor))  # per voxel, no halo
     for side in sides:
         by = min(_round_up(side, divisor[1]), _round_up(Y, divisor[1]))
         bx = min(_round_up(side, divisor[2]), _round_up(X, divisor[2]))
         for depth in depths:
             bz = min(depth, _round_up(Z, divisor[0]))
             block = (bz, by, bx)
-            padded = [b + 2 * h for b, h in zip(block, halo)]
-            mem = bytes_per_voxel * float(np.prod(padded))
+            mem = _block_bytes(net, block, halo, prob_channels)
             if mem > budget:
                 continue
-            # computed voxels per useful voxel, counting the part of edge blocks outside the volume
+            # work per useful voxel, counting the part of edge blocks outside the volume
             n = [math.ceil(s / b) for s, b in zip(shape, block)]
-            overhead = float(np.prod(n) * np.prod(padded)) / float(np.prod(shape))
+            overhead = float(np.prod(n)) * _block_cost(net, block, halo) / (unit * float(np.prod(shape)))
             key = (round(overhead, 2), -float(np.prod(block)))
             if best is None or key < best[0]:
                 best = (key, block, mem, overhead)
@@ -511,19 +705,18 @@ def _choose_block(net, shape, halo, budget, bytes_per_voxel, device_type):
 
 def _plan(net, shape, device, halo, block, batch_size, memory_limit, prob_channels):
     budget = _memory_budget(device, memory_limit)
-    bpv = _bytes_per_voxel(net, prob_channels)
     if block is None:
-        block, mem_block, _ = _choose_block(net, shape, halo, budget, bpv, device.type)
+        block, mem_block, _ = _choose_block(net, shape, halo, budget, prob_channels, device.type)
     else:
-        mem_block = bpv * float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+        mem_block = _block_bytes(net, block, halo, prob_channels)
     if batch_size is None:
         if device.type == "cuda":
             batch_size = int(max(1, min(16, budget // max(mem_block, 1))))
         else:
             batch_size = 1  # on CPU a bigger block beats a bigger batch
     n = [math.ceil(s / b) for s, b in zip(shape, block)]
-    padded = [b + 2 * h for b, h in zip(block, halo)]
-    overhead = float(np.prod(n) * np.prod(padded)) / float(np.prod(shape))
+    unit = _block_cost(net, net.divisor, (0, 0, 0)) / float(np.prod(net.divisor))
+    overhead = float(np.prod(n)) * _block_cost(net, block, halo) / (unit * float(np.prod(shape)))
     return block, int(batch_size), budget, int(mem_block * batch_size), overhead, int(np.prod(n))
 
 
@@ -614,7 +807,7 @@ def estimate(model, image, *, device="auto", block=None, halo=None, batch_size=N
             torch.cuda.synchronize(dev)
         dt = time.perf_counter() - t0
         vps = bs * float(np.prod(block_t)) / dt
-        expected = float(np.prod(shape)) * overhead / (float(np.prod([b + 2 * h for b, h in zip(block_t, halo_t)])) / float(np.prod(block_t))) / vps
+        expected = n_blocks * float(np.prod(block_t)) / vps
     return InferencePlan(device=str(dev), block=block_t, halo=halo_t, batch_size=bs, n_blocks=n_blocks,
                          volume_shape=shape, overhead=overhead, memory_budget_bytes=budget,
                          memory_per_batch_bytes=mem, voxels_per_second=vps, expected_seconds=expected)
@@ -1015,7 +1208,10 @@ def _run_local(net, settings, data, starts, groups, log, bar, block_voxels, pref
         while queue:
             group, futures = queue.popleft()
             submit_next()
-            batch = np.stack([f.result() for f in futures])
+            parts = [f.result() for f in futures]
+            del futures
+            batch = parts[0][None] if len(parts) == 1 else np.stack(parts)  # no copy for a batch of one
+            del parts
             probs, labs = runner.infer(batch)
 
             def write(group=group, probs=probs, labs=labs):
