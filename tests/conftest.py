@@ -56,3 +56,16 @@ def http_server(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def randomise_batchnorm(net, seed=0):
+    """Give every BatchNorm layer non-trivial running statistics (and put ``net`` in eval mode), so a
+    test notices per-block normalisation, or a trace or load that dropped them."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+    return net.eval()

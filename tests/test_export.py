@@ -13,19 +13,10 @@ pytest.importorskip("bioimageio.spec", reason="bioimage.io export needs bioimage
 
 from vemkit.export import ProbabilityUNet, export_bioimageio, validate_bioimageio  # noqa: E402
 from vemkit.models import SegmentationModel, UNet  # noqa: E402
+from conftest import randomise_batchnorm
 
 CLASSES = ["background", "membrane", "mitochondria"]
 AUTHORS = [{"name": "Ada Lovelace", "affiliation": "vemkit tests"}]
-
-
-def _randomise_batchnorm(net, seed=0):
-    """Non-trivial running statistics, so a trace or a load that dropped them would show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-    return net.eval()
 
 
 def _jit_load(data: bytes):
@@ -46,7 +37,7 @@ def _vemkit_probabilities(model: SegmentationModel, raw: np.ndarray) -> np.ndarr
 @pytest.fixture(scope="module")
 def model2d():
     torch.manual_seed(0)
-    net = _randomise_batchnorm(UNet(ndim=2, out_channels=3, base_channels=4, depth=2))
+    net = randomise_batchnorm(UNet(ndim=2, out_channels=3, base_channels=4, depth=2))
     training = {"image": "synthetic phantom", "iterations": 3, "seconds": 1.5, "device": "cpu",
                 "plan": {"patch": [1, 64, 64], "batch_size": 2, "lr": 1e-3}, "history": {"loss": [1.0, 0.9]}}
     return SegmentationModel(net, CLASSES, voxel_size=(50, 5, 5), training=training)
@@ -110,7 +101,7 @@ def test_torchscript_reproduces_test_output_and_vemkit(export2d, model2d):
 
 def test_3d_export_with_z_halo(tmp_path):
     torch.manual_seed(1)
-    net = _randomise_batchnorm(UNet(ndim=3, out_channels=2, base_channels=2, depth=2, voxel_size=(10, 5, 5)), seed=1)
+    net = randomise_batchnorm(UNet(ndim=3, out_channels=2, base_channels=2, depth=2, voxel_size=(10, 5, 5)), seed=1)
     assert net.divisor == (2, 4, 4)
     model = SegmentationModel(net, ["background", "mitochondria"], voxel_size=(10, 5, 5), halo=(2, 8, 8),
                               normalization={"mode": "fixed", "low": 20.0, "high": 220.0})

@@ -15,31 +15,22 @@ import zarr
 from vemkit.io import open_volume, write_ome_zarr
 from vemkit.models import SegmentationModel, UNet, load_model
 from vemkit.predict import LOG_FILE, RUN_FILE, estimate, predict_volume
+from conftest import randomise_batchnorm
 
 FIXED = {"mode": "fixed", "low": 0.0, "high": 1.0}
-
-
-def _randomise_batchnorm(net, seed=0):
-    """Non-trivial running statistics, so a test would notice per-block normalisation."""
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
 def model2d():
     torch.manual_seed(0)
-    net = _randomise_batchnorm(UNet(ndim=2, out_channels=3, base_channels=4, depth=2))
+    net = randomise_batchnorm(UNet(ndim=2, out_channels=3, base_channels=4, depth=2))
     return SegmentationModel(net, ["background", "a", "b"], voxel_size=(50.0, 5.0, 5.0), normalization=FIXED)
 
 
 @pytest.fixture(scope="module")
 def model3d():
     torch.manual_seed(1)
-    net = _randomise_batchnorm(UNet(ndim=3, out_channels=2, base_channels=4, depth=2, voxel_size=(20, 5, 5)))
+    net = randomise_batchnorm(UNet(ndim=3, out_channels=2, base_channels=4, depth=2, voxel_size=(20, 5, 5)))
     return SegmentationModel(net, ["background", "fg"], voxel_size=(20.0, 5.0, 5.0), normalization=FIXED)
 
 
@@ -128,7 +119,7 @@ def test_outputs_read_back_with_pyramid_and_voxel_size(model2d, tmp_path):
 
 def test_percentile_normalisation_is_one_range_for_the_volume(tmp_path):
     torch.manual_seed(0)
-    net = _randomise_batchnorm(UNet(ndim=2, base_channels=4, depth=1))
+    net = randomise_batchnorm(UNet(ndim=2, base_channels=4, depth=1))
     model = SegmentationModel(net, ["bg", "fg"], voxel_size=(50, 5, 5))
     vol = (_volume((2, 64, 64)) * 1000 + 500).astype(np.uint16)
     res = predict_volume(model, vol, tmp_path / "n.ome.zarr", device="cpu", block=(1, 32, 32), progress=False)
@@ -324,7 +315,7 @@ def test_decoder_only_where_kept_equals_the_whole_network(kind):
         net, shape, keep = UNet(ndim=3, base_channels=4, depth=3, voxel_size=(40, 5, 5)), (1, 1, 16, 48, 64), ((4, 12), (8, 40), (0, 32))
     else:
         net, shape, keep = UNet(ndim=3, base_channels=4, depth=2, voxel_size=(8, 8, 8), residual=True), (2, 1, 32, 32, 48), ((8, 24), (8, 24), (16, 48))
-    net = _randomise_batchnorm(net)
+    net = randomise_batchnorm(net)
     assert _kept_unet(net) is net
     x = torch.randn(shape)
     with torch.inference_mode():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +177,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     from ._device import resolve_device
     from .augment import AugmentConfig, Augmenter
     from .models import UNET_SIZES, SegmentationModel, UNet
-    from .train import masked_losses
+    from .train import masked_losses, run_environment
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -252,10 +251,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         "pixel_nm": TARGET_PIXEL_NM,
         "iterations": step,
         "seconds": round(seconds, 1),
-        "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "seed": seed,
+        **run_environment(dev, seed),
         "history": history,
     }
     model = SegmentationModel(net, CLASSES, voxel_size=(50.0, TARGET_PIXEL_NM, TARGET_PIXEL_NM),

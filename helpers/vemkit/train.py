@@ -742,8 +742,6 @@ def finetune(
         monitor.update(history)
     net.eval().cpu()
     seconds = time.perf_counter() - t0
-    import platform
-
     record = {
         "vemkit_version": __version__,
         "method": "unet",
@@ -753,10 +751,7 @@ def finetune(
         "iterations": step,
         "resumed_from": resumed_from,
         "seconds": round(seconds, 1),
-        "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "seed": seed,
+        **run_environment(dev, seed),
         "amp": amp_r,
         "intensity_range": [low, high],
         "image": image_source,
@@ -772,6 +767,17 @@ def finetune(
             ckpt.unlink()
         plan.save(out / "plan.json")
     return model
+
+
+def run_environment(device, seed) -> dict:
+    """Where and how a training ran, for its record: device (with the GPU's name), machine, torch, seed."""
+    import platform
+
+    import torch
+
+    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return {"device": name, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "seed": seed}
 
 
 def _with_vs(data, vs):
