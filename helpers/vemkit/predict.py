@@ -1184,6 +1184,27 @@ def _probe_network(net: _Network, block, halo, device):
                          f"{(1, expected, *shape[2:])} (one logit per class per voxel, same spatial shape)")
 
 
+def _release_freed_memory():
+    """Hand memory freed by the last batch back to the system (glibc keeps freed heap memory for
+    reuse, and after the first large free it serves allocations of up to 32 MB from the heap; between
+    batches that is a few hundred MB of RSS that the next batch's activations come on top of). What
+    dask.distributed's workers do to trim unmanaged memory; a no-op where there is no glibc."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        _MALLOC_TRIM = False
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            pass
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 def _run_local(net, settings, data, starts, groups, log, bar, block_voxels, prefetch):
     """One process: reader threads fill batches ahead, the network runs in this thread, writer
     threads store results and then record the blocks as done."""
@@ -1213,6 +1234,9 @@ def _run_local(net, settings, data, starts, groups, log, bar, block_voxels, pref
             batch = parts[0][None] if len(parts) == 1 else np.stack(parts)  # no copy for a batch of one
             del parts
             probs, labs = runner.infer(batch)
+            del batch
+            if runner.device.type == "cpu":
+                _release_freed_memory()
 
             def write(group=group, probs=probs, labs=labs):
                 for k, i in enumerate(group):
@@ -1279,6 +1303,8 @@ def _worker_run_group(indices, starts, token, net, settings_dict, source):
         _WORKER_RUNNERS.clear()
         _WORKER_RUNNERS[token] = runner
     runner.run_group(starts)
+    if runner.device.type == "cpu":
+        _release_freed_memory()
     return indices
 
 
