@@ -165,3 +165,27 @@ def test_finetune_on_real_membranes_improves_validation_iou(shared_data):
     ious = model.training["history"]["val_iou"]
     assert len(ious) == 2
     assert ious[-1] > ious[0] + 0.1 and ious[-1] > 0.45, ious
+
+
+def test_shipped_base_models_have_cards_matching_weights_and_fit_the_size_limit():
+    import hashlib
+    import re
+
+    from vemkit.models import load_model
+    from vemkit.train import BASE_MODELS_DIR, _auto_base, base_model_path, list_base_models
+
+    names = list_base_models()
+    assert {"em2d-small", "em2d-small-vnc"} <= set(names)
+    total = 0
+    for name in names:
+        path = base_model_path(name)
+        card = (path / "MODEL_CARD.md").read_text()
+        weights = (path / "weights.safetensors").read_bytes()
+        total += sum(f.stat().st_size for f in path.iterdir())
+        assert re.search(r"SHA-256 ([0-9a-f]{64})", card).group(1) == hashlib.sha256(weights).hexdigest()
+        assert "## Validation" in card and "## Training data" in card
+        model = load_model(path)
+        assert model.classes == ["background", "membrane", "mitochondria"] and model.ndim == 2
+    assert total <= 20e6, f"{BASE_MODELS_DIR} holds {total / 1e6:.1f} MB (at most 20 MB)"
+    # "auto" takes the general base, never the VNC variant (which saw the VNC test sections)
+    assert _auto_base(2, None, None, None, "cpu") == "em2d-small"

@@ -38,6 +38,11 @@ EXTRA_TARGETS = ("boundary", "distance")
 
 
 # -------------------------------------------------------------------------------------- base models
+#: The base ``finetune(base="auto")`` starts from, per network dimensionality: the general one (the
+#: others are variants kept for benchmarks, such as ``em2d-small-vnc``, which saw the VNC stack).
+DEFAULT_BASE_MODELS = {2: "em2d-small"}
+
+
 def list_base_models() -> dict:
     """The pretrained base models shipped with vemkit: name -> one-line description.
 
@@ -799,7 +804,8 @@ def _auto_base(ndim, data, ann, vs, dev):
             want = plan_training(_with_vs(data, vs) if vs else data, ann, voxel_size=vs, device=str(dev)).ndim
         except ValueError:
             raise
-    for name in names:
+    preferred = DEFAULT_BASE_MODELS.get(want)
+    for name in ([preferred] if preferred in names else []) + names:
         if load_model(base_model_path(name)).ndim == want:
             return name
     return None
