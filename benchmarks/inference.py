@@ -529,7 +529,7 @@ def benchmark(args):
 def memory_test(args):
     """A GB-sized volume through a small model: vemkit's peak host memory, MONAI's need beside it."""
     gb = args.memory_test
-    side = 2048
+    side = args.side
     z = max(64, int(round(gb * 1e9 / side**2 / 16)) * 16)
     args.shape = (z, side, side)
     cfg = Config(args)
@@ -558,6 +558,8 @@ def memory_test(args):
     m = None
     if not args.skip_peer:
         crop = (min(args.shape[0], 64), min(args.shape[1], 1024), min(args.shape[2], 1024))
+        if crop == tuple(args.shape):  # a small test volume: measure MONAI on half of it
+            crop = (crop[0], crop[1], max(1, crop[2] // 2))
         avail = _mem_available()
         if avail is None or monai_bytes(crop, len(CLASSES)) < 0.5 * avail:
             args.crop = ",".join(map(str, crop))
@@ -613,6 +615,7 @@ def main(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method child processes (peak memory)")
     parser.add_argument("--memory-test", type=float, default=None, metavar="GB",
                         help="peak host memory of a GB-sized volume (vemkit) and MONAI's need")
+    parser.add_argument("--side", type=int, default=2048, help="--memory-test: the volume's Y and X (Z follows from GB)")
     parser.add_argument("--skip-peer", action="store_true", help="--memory-test: do not measure MONAI on a sub-volume")
     parser.add_argument("--quick", action="store_true", help="tiny volume and model, < 30 s (smoke test)")
     parser.add_argument("--workdir", default=os.environ.get("VEMKIT_BENCH_DIR", "/tmp/vemkit-bench"),

@@ -36,3 +36,18 @@ def test_quick_benchmark_prints_both_methods_ratio_and_agreement(tmp_path):
     assert agree and 50.0 < float(agree.group(1)) <= 100.0, out
     # the generated volume and outputs stay in the work directory, never in the repository
     assert list(tmp_path.glob("volume-*.ome.zarr")) and not list(tmp_path.glob("out-*"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="MONAI (the benchmark's peer) is not installed")
+def test_memory_test_prints_peak_host_memory_and_monai_need(tmp_path):
+    # 64 x 256 x 256: the smallest volume --memory-test makes with --side 256
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--memory-test", "0.001", "--side", "256", "--workdir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=540, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "64 x 256 x 256 uint8" in out, out
+    peak = re.search(r"^vemkit : peak host memory ([\d.]+) GB \(baseline ([\d.]+) GB", out, re.M)
+    assert peak and float(peak.group(1)) >= float(peak.group(2)) > 0, out
+    need = re.search(r"MONAI  : its whole-volume path needs about ([\d.]+) GB", out)
+    assert need and abs(float(need.group(1)) - 64 * 256 * 256 * 35 / 1e9) < 0.05, out  # 35 bytes per voxel, 2 classes
+    assert re.search(r"^MONAI  : measured on a 64 x 256 x 128 sub-volume", out, re.M), out

@@ -239,6 +239,29 @@ def test_estimate_plans_within_the_memory_budget(model2d):
         estimate(model2d, vol, device="cpu", memory_limit=1000, probe=False)
 
 
+def test_gpu_plan_keeps_tensors_indexable_and_batches_many():
+    """On a GPU the plan stays under 2**31 elements per tensor (cuDNN's 3D convolutions failed with an
+    illegal memory access beyond it on an H100), keeps a batch near one GPU's worth of voxels, and
+    leaves enough batches to overlap reading and writing with compute."""
+    from types import SimpleNamespace
+
+    from vemkit.predict import _GPU_BATCH_VOXELS, _MAX_TENSOR_ELEMENTS, _max_tensor_elements, _plan, _resolve_network
+
+    gpu = SimpleNamespace(type="cuda")
+    for base, shape in ((8, (960, 2048, 2048)), (16, (256, 1024, 1024))):
+        net = _resolve_network(SegmentationModel(UNet(ndim=3, base_channels=base, depth=4, voxel_size=(8, 8, 8)),
+                                                 ["bg", "fg"], voxel_size=(8, 8, 8)))
+        block, batch, _budget, mem, _overhead, n_blocks = _plan(net, shape, gpu, tuple(net.halo), None, None,
+                                                               "45GB", 1)
+        padded = np.prod([b + 2 * h for b, h in zip(block, net.halo)])
+        assert padded * batch <= _GPU_BATCH_VOXELS and mem <= 45e9
+        assert batch * _max_tensor_elements(net, block, net.halo) <= _MAX_TENSOR_ELEMENTS
+        assert n_blocks / batch >= 4
+        # a block the user asks for that would overflow is refused, not crashed on
+        with pytest.raises(ValueError, match=r"2\*\*31"):
+            _plan(net, shape, gpu, tuple(net.halo), (256, 1024, 1024), None, "45GB", 1)
+
+
 def _save_inputs(tmp_path, model2d):
     model_dir = tmp_path / "model"
     model2d.save(model_dir)

@@ -673,9 +673,28 @@ def _memory_budget(device, memory_limit):
     return 1024 * _MiB
 
 
+#: Largest tensor (elements, batch included) a batch may create: CUDA kernels that index with 32-bit
+#: integers fail with "illegal memory access" beyond 2**31 elements (seen with cuDNN's 3D convolutions
+#: on an H100), so no block or batch is planned past it.
+_MAX_TENSOR_ELEMENTS = 2**31 - 1
+#: On a GPU, padded voxels per batch: one such batch already fills the device; larger ones add halo
+#: savings of a few percent but leave too few batches to overlap reading and writing with compute.
+_GPU_BATCH_VOXELS = 2**25
+
+
+def _max_tensor_elements(net: _Network, block, halo) -> float:
+    """Elements of the largest activation of one block (the first level's concatenation of skip and
+    upsampled features, or the widest full-resolution output), an upper estimate."""
+    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    channels = getattr(net.module, "channels", None)
+    widest = 2 * channels[0] if channels else 64
+    return padded * max(widest, net.in_channels, net.n_classes + len(net.extra_targets))
+
+
 def _choose_block(net, shape, halo, budget, prob_channels, device_type):
     """Largest affordable block with the least compute per voxel written; z as deep as the volume
-    allows. Returns (block, bytes, compute overhead)."""
+    allows. On a GPU a block is at most :data:`_GPU_BATCH_VOXELS` padded voxels, so that reading and
+    writing overlap with compute. Returns (block, bytes, compute overhead)."""
     divisor = net.divisor
     Z, Y, X = shape
     best = None
@@ -692,7 +711,10 @@ def _choose_block(net, shape, halo, budget, prob_channels, device_type):
             bz = min(depth, _round_up(Z, divisor[0]))
             block = (bz, by, bx)
             mem = _block_bytes(net, block, halo, prob_channels)
-            if mem > budget:
+            if mem > budget or _max_tensor_elements(net, block, halo) > _MAX_TENSOR_ELEMENTS:
+                continue
+            padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+            if device_type == "cuda" and padded > _GPU_BATCH_VOXELS and best is not None:
                 continue
             # work per useful voxel, counting the part of edge blocks outside the volume
             n = [math.ceil(s / b) for s, b in zip(shape, block)]
@@ -714,12 +736,22 @@ def _plan(net, shape, device, halo, block, batch_size, memory_limit, prob_channe
         block, mem_block, _ = _choose_block(net, shape, halo, budget, prob_channels, device.type)
     else:
         mem_block = _block_bytes(net, block, halo, prob_channels)
+        if _max_tensor_elements(net, block, halo) > _MAX_TENSOR_ELEMENTS:
+            raise ValueError(
+                f"block {tuple(block)} with halo {tuple(halo)} makes tensors of about "
+                f"{_max_tensor_elements(net, block, halo):.3g} elements, more than the 2**31 that GPU kernels "
+                "index safely: pass a smaller block"
+            )
+    n = [math.ceil(s / b) for s, b in zip(shape, block)]
     if batch_size is None:
         if device.type == "cuda":
-            batch_size = int(max(1, min(16, budget // max(mem_block, 1))))
+            padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+            batch_size = int(max(1, min(16, budget // max(mem_block, 1), _GPU_BATCH_VOXELS // padded,
+                                        _MAX_TENSOR_ELEMENTS // _max_tensor_elements(net, block, halo),
+                                        # at least 4 batches when the volume has the blocks for it
+                                        math.ceil(float(np.prod(n)) / 4))))
         else:
             batch_size = 1  # on CPU a bigger block beats a bigger batch
-    n = [math.ceil(s / b) for s, b in zip(shape, block)]
     unit = _block_cost(net, net.divisor, (0, 0, 0)) / float(np.prod(net.divisor))
     overhead = float(np.prod(n)) * _block_cost(net, block, halo) / (unit * float(np.prod(shape)))
     return block, int(batch_size), budget, int(mem_block * batch_size), overhead, int(np.prod(n))
@@ -1240,8 +1272,7 @@ def _run_local(net, settings, data, starts, groups, log, bar, block_voxels, pref
             del parts
             probs, labs = runner.infer(batch)
             del batch
-            if runner.device.type == "cpu":
-                _release_freed_memory()
+            _release_freed_memory()
 
             def write(group=group, probs=probs, labs=labs):
                 for k, i in enumerate(group):
