@@ -596,6 +596,11 @@ def _vol(region):
     return float(np.prod([b - a for a, b in region]))
 
 
+def _padded(block, halo) -> float:
+    """Voxels of a block read with its halo."""
+    return float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+
+
 def _block_bytes(net: _Network, block, halo, prob_channels: int) -> float:
     """Peak working memory (bytes, float32) of one block through the network, an upper estimate.
 
@@ -603,7 +608,7 @@ def _block_bytes(net: _Network, block, halo, prob_channels: int) -> float:
     with its halo (input + two convolution outputs); the decoder holds its concatenation and two
     convolution outputs only over the kept region and a small margin.
     """
-    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    padded = _padded(block, halo)
     geo = _kept_geometry(net, block, halo)
     if geo is None:
         return _bytes_per_voxel(net, prob_channels) * padded
@@ -632,7 +637,7 @@ def _block_bytes(net: _Network, block, halo, prob_channels: int) -> float:
 def _block_cost(net: _Network, block, halo) -> float:
     """Multiply-adds of one block through the network (for comparing blocks; a U-Net's levels
     weighted by their channels, other networks by the voxels they see)."""
-    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    padded = _padded(block, halo)
     unet = getattr(net.module, "channels", None) and net.module
     if unet is None or not hasattr(unet, "kernels"):
         return padded
@@ -685,7 +690,7 @@ _GPU_BATCH_VOXELS = 2**25
 def _max_tensor_elements(net: _Network, block, halo) -> float:
     """Elements of the largest activation of one block (the first level's concatenation of skip and
     upsampled features, or the widest full-resolution output), an upper estimate."""
-    padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+    padded = _padded(block, halo)
     channels = getattr(net.module, "channels", None)
     widest = 2 * channels[0] if channels else 64
     return padded * max(widest, net.in_channels, net.n_classes + len(net.extra_targets))
@@ -713,7 +718,7 @@ def _choose_block(net, shape, halo, budget, prob_channels, device_type):
             mem = _block_bytes(net, block, halo, prob_channels)
             if mem > budget or _max_tensor_elements(net, block, halo) > _MAX_TENSOR_ELEMENTS:
                 continue
-            padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+            padded = _padded(block, halo)
             if device_type == "cuda" and padded > _GPU_BATCH_VOXELS and best is not None:
                 continue
             # work per useful voxel, counting the part of edge blocks outside the volume
@@ -736,16 +741,16 @@ def _plan(net, shape, device, halo, block, batch_size, memory_limit, prob_channe
         block, mem_block, _ = _choose_block(net, shape, halo, budget, prob_channels, device.type)
     else:
         mem_block = _block_bytes(net, block, halo, prob_channels)
-        if _max_tensor_elements(net, block, halo) > _MAX_TENSOR_ELEMENTS:
+        elements = _max_tensor_elements(net, block, halo)
+        if elements > _MAX_TENSOR_ELEMENTS:
             raise ValueError(
-                f"block {tuple(block)} with halo {tuple(halo)} makes tensors of about "
-                f"{_max_tensor_elements(net, block, halo):.3g} elements, more than the 2**31 that GPU kernels "
-                "index safely: pass a smaller block"
+                f"block {tuple(block)} with halo {tuple(halo)} makes tensors of about {elements:.3g} elements, "
+                "more than the 2**31 that GPU kernels index safely: pass a smaller block"
             )
     n = [math.ceil(s / b) for s, b in zip(shape, block)]
     if batch_size is None:
         if device.type == "cuda":
-            padded = float(np.prod([b + 2 * h for b, h in zip(block, halo)]))
+            padded = _padded(block, halo)
             batch_size = int(max(1, min(16, budget // max(mem_block, 1), _GPU_BATCH_VOXELS // padded,
                                         _MAX_TENSOR_ELEMENTS // _max_tensor_elements(net, block, halo),
                                         # at least 4 batches when the volume has the blocks for it
