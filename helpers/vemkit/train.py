@@ -804,8 +804,9 @@ def _auto_base(ndim, data, ann, vs, dev):
             want = plan_training(_with_vs(data, vs) if vs else data, ann, voxel_size=vs, device=str(dev)).ndim
         except ValueError:
             raise
-    preferred = DEFAULT_BASE_MODELS.get(want)
-    for name in ([preferred] if preferred in names else []) + names:
+    if DEFAULT_BASE_MODELS.get(want) in names:
+        return DEFAULT_BASE_MODELS[want]
+    for name in names:
         if load_model(base_model_path(name)).ndim == want:
             return name
     return None
