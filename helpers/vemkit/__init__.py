@@ -13,6 +13,9 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.models` holds the U-Nets and the model directory; :mod:`vemkit.augment` the training
   augmentations; :mod:`vemkit.predict` runs a network over a volume block by block (GPU or CPU,
   resumable, on a dask cluster); :mod:`vemkit.export` writes bioimage.io model packages.
+- :mod:`vemkit.domain` measures the gap between two datasets and holds the cheap remedies
+  (resampling, histogram matching, AdaBN); :mod:`vemkit.adapt` adapts a model to a new microscope
+  without target labels (Y-Net, DANN).
 - :mod:`vemkit.instances` turns masks and probabilities into instance labels, blockwise.
 - :mod:`vemkit.measure` measures every object in physical units.
 - :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
@@ -27,10 +30,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "adapt",
     "annotate",
     "augment",
     "cli",
     "datasets",
+    "domain",
     "export",
     "features",
     "instances",

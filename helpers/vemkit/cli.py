@@ -166,6 +166,42 @@ def _cmd_pretrain(args):
     return 0
 
 
+def _cmd_adapt(args):
+    from pathlib import Path
+
+    from .adapt import adapt
+    from .io import open_volume
+
+    out = Path(args.out)
+    if out.exists() and (out / "config.json").exists() and not args.overwrite:
+        print(f"error: {out} already holds a model; pass --overwrite or choose another --out", file=sys.stderr)
+        return 2
+    source = open_volume(args.source, voxel_size=args.source_voxel_size, warn_missing_voxel_size=False)
+    target = open_volume(args.target, voxel_size=args.target_voxel_size, warn_missing_voxel_size=False)
+    annotations = None
+    if args.method in ("ynet", "dann"):
+        if not args.source_annotations:
+            print(f"error: --method {args.method} trains on the labelled source: pass --source-annotations",
+                  file=sys.stderr)
+            return 2
+        args.annotations = args.source_annotations
+        annotations, _ = _load_annotations_for_training(args, source)
+    if args.minutes is None and args.iterations is None:
+        args.minutes = 10.0
+    model = adapt(args.model, source, annotations, target, method=args.method, out=out, minutes=args.minutes,
+                  iterations=args.iterations, device=args.device, seed=args.seed, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    rec = model.training["adaptation"]
+    done = f"{rec['iterations']} iterations in {rec['seconds'] / 60:.1f} min" if rec.get("iterations") else "no training"
+    print(f"adapted with {args.method} ({done}); saved {out}")
+    if model.voxel_size and target.voxel_size:
+        zoom = min(target.voxel_size[1:]) / min(model.voxel_size[1:])
+        if abs(zoom - 1) > 0.2:
+            print(f"note: the target's pixels are {zoom:.2f}x the model's; predict on the target resampled to "
+                  f"{min(model.voxel_size[1:]):g} nm (vemkit.domain.resample_sections), as it was adapted")
+    return 0
+
+
 def _cmd_export(args):
     import json
 
@@ -393,6 +429,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("adapt", help="adapt a 2D U-Net to a new microscope without target labels")
+    p.add_argument("--model", required=True, help="model directory trained on the source")
+    p.add_argument("--source", required=True, help="the labelled image the model was trained on")
+    p.add_argument("--source-annotations",
+                   help="ynet/dann: annotation store or label image of the source (0 unlabelled, 1 background, 2.. classes)")
+    p.add_argument("--classes", help="class names for a label image, background first (default background,foreground)")
+    p.add_argument("--target", required=True, help="the new image (no labels)")
+    p.add_argument("--method", default="ynet", choices=["ynet", "dann", "histogram", "adabn"],
+                   help="ynet: reconstruction decoder; dann: gradient-reversal domain classifier; histogram: map the "
+                        "target's grey values onto the source's; adabn: re-estimate BatchNorm statistics")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--minutes", type=float, help="ynet/dann: time budget (default 10 unless --iterations)")
+    p.add_argument("--iterations", type=int, help="ynet/dann: iteration budget")
+    p.add_argument("--source-voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--target-voxel-size", type=_triple("voxel"), metavar="Z,Y,X")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("export", help="export a U-Net model directory in the bioimage.io model format")
     p.add_argument("--model", required=True, help="model directory (vemkit train --method unet)")

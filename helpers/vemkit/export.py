@@ -484,6 +484,10 @@ def export_bioimageio(model, out, *, name=None, description=None, authors=None, 
     from pydantic import ValidationError
 
     seg = _resolve_model(model)
+    if seg.normalization.get("mode") == "histogram":
+        raise ValueError("this model maps grey values by histogram matching (vemkit adapt --method histogram), "
+                         "which the bioimage.io format cannot describe; export the model it was adapted from, "
+                         "and histogram-match the images with vemkit.domain.match_histogram instead")
     out = Path(out)
     is_zip = _check_out(out, overwrite)
     name = _default_name(seg) if name is None else str(name)

@@ -250,17 +250,29 @@ class UNet(nn.Module):
             raise ValueError(f"unknown architecture {name!r}; this version of vemkit builds 'UNet'")
         return cls(**cfg)
 
-    def forward(self, x):
-        skips = []
+    def encode(self, x):
+        """The encoder's output at every level, finest first (the last is the bottleneck)."""
+        features = []
         for level, block in enumerate(self.encoder):
             x = block(x)
+            features.append(x)
             if level < len(self.down):
-                skips.append(x)
                 x = self.down[level](x)
+        return features
+
+    def decode(self, features, *, return_features: bool = False):
+        """Logits from :meth:`encode`'s features; with ``return_features`` also the last decoder
+        feature map (what the 1x1 head sees), for adaptation methods that align it across domains."""
+        skips = list(features[:-1])
+        x = features[-1]
         for up, block in zip(self.up, self.decoder):
             x = up(x)
             x = block(torch.cat([x, skips.pop()], dim=1))
-        return self.head(x)
+        logits = self.head(x)
+        return (logits, x) if return_features else logits
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
 
 
 def _default_normalization():
@@ -282,7 +294,10 @@ class SegmentationModel:
     normalization : dict
         How grey values become network input: ``{"mode": "percentile", "lower": 1, "upper": 99}``
         maps the volume's percentiles (estimated once per volume from a sample) to 0 and 1;
-        ``{"mode": "fixed", "low": a, "high": b}`` maps a and b to 0 and 1.
+        ``{"mode": "fixed", "low": a, "high": b}`` maps a and b to 0 and 1;
+        ``{"mode": "histogram", "levels": [...], "reference": [...]}`` maps the volume's grey-value
+        percentiles at ``levels`` onto ``reference`` (histogram matching to the training data,
+        :func:`vemkit.domain.match_histogram`).
     halo : tuple of int, optional
         Context per side for blockwise prediction, (z, y, x) (default:
         :meth:`default_halo`, the receptive-field radius capped at :data:`HALO_CAP_2D` or :data:`HALO_CAP` voxels).
@@ -319,8 +334,10 @@ class SegmentationModel:
             raise ValueError(f"the network has {out} output channels but {self.n_classes} classes and "
                              f"{len(self.extra_targets)} extra targets were given")
         mode = self.normalization.get("mode")
-        if mode not in ("percentile", "fixed"):
-            raise ValueError(f"normalization mode must be 'percentile' or 'fixed', got {mode!r}")
+        if mode not in ("percentile", "fixed", "histogram"):
+            raise ValueError(f"normalization mode must be 'percentile', 'fixed' or 'histogram', got {mode!r}")
+        if mode == "histogram" and len(self.normalization.get("levels", ())) != len(self.normalization.get("reference", (1,))):
+            raise ValueError("a 'histogram' normalization needs 'levels' (percent) and 'reference' values of equal length")
         if self.halo is None:
             self.halo = self.default_halo()
         self.halo = tuple(int(h) for h in self.halo)

@@ -32,12 +32,9 @@ def intensity_range(data, lower: float = 1.0, upper: float = 99.0, max_sections:
     >>> intensity_range(np.arange(1000, dtype=np.uint16).reshape(10, 10, 10), 0, 100)
     (0.0, 999.0)
     """
-    shape = data.shape
-    zs = np.unique(np.linspace(0, shape[0] - 1, min(max_sections, shape[0])).round().astype(int))
-    y0 = max(0, (shape[1] - max_side) // 2)
-    x0 = max(0, (shape[2] - max_side) // 2)
-    samples = [np.asarray(data[int(z), y0 : y0 + max_side, x0 : x0 + max_side]).ravel() for z in zs]
-    values = np.concatenate(samples).astype(np.float64)
+    from ._intensity import sample_values
+
+    values = sample_values(data, max_sections, max_side)
     lo, hi = np.percentile(values, [lower, upper])
     if hi <= lo:
         hi = lo + 1.0

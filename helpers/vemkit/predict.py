@@ -310,6 +310,7 @@ class _Settings:
     labels_path: str | None
     compile: bool = False
     threads: int | None = None
+    lut: tuple | None = None  # (xp, fp): grey values through np.interp first (histogram normalisation)
 
 
 class _Runner:
@@ -358,6 +359,10 @@ class _Runner:
         # raw grey values (uint8 is 4x smaller than float32 while waiting in the prefetch queue and on
         # its way to the GPU); :meth:`infer` normalises them on the device
         data = np.ascontiguousarray(read_with_halo(self.source, region, self.s.halo))
+        if self.s.lut is not None:  # histogram normalisation: a monotone look-up, then low = 0, scale = 1
+            from ._intensity import apply_mapping
+
+            data = apply_mapping(data, 0.0, 1.0, self.s.lut)
         if not data.dtype.isnative:  # torch takes native byte order only
             data = data.astype(data.dtype.newbyteorder("="))
         return data
@@ -1076,7 +1081,7 @@ def predict_volume(
 
     from ._device import resolve_device
     from ._voxel import check_voxel_size
-    from .pixel_classifier import intensity_range as _sample_range
+    from ._intensity import input_mapping
 
     t_start = time.perf_counter()
     if prob_dtype not in _PROB_DTYPES:
@@ -1111,12 +1116,10 @@ def predict_volume(
     voxel_size = check_voxel_size(voxel_size)
 
     # -- intensity normalisation, fixed for the whole volume
+    lut = None
     if intensity_range is None:
-        norm = net.normalization
-        if norm.get("mode") == "fixed":
-            low, high = float(norm["low"]), float(norm["high"])
-        else:
-            low, high = _sample_range(data, norm.get("lower", 1.0), norm.get("upper", 99.0))
+        low, scale, lut = input_mapping(net.normalization, data)
+        high = low + 1.0 / scale
     else:
         low, high = (float(v) for v in intensity_range)
     if not high > low:
@@ -1137,6 +1140,8 @@ def predict_volume(
         "intensity_range": [low, high],
         "version": version,
     }
+    if lut is not None:
+        params["histogram_lut"] = [lut[0].tolist(), lut[1].tolist()]
     done = _prepare_output(root, params, overwrite=overwrite, resume=resume)
     starts = _block_starts(shape, block_t)
     if done is not None and -1 in done:  # a finished output: nothing to do
@@ -1159,7 +1164,7 @@ def predict_volume(
     settings = _Settings(block=block_t, halo=halo_t, batch_size=batch_size,
                          device=str(dev) if dev is not None else str(device), amp=amp_r, tta=bool(tta),
                          prob_dtype=prob_dtype, write_probabilities=bool(probabilities), write_labels=bool(labels),
-                         low=low, scale=1.0 / (high - low), prob_path=prob_path, labels_path=labels_path,
+                         low=low, scale=1.0 / (high - low), lut=lut, prob_path=prob_path, labels_path=labels_path,
                          compile=bool(compile))
     from tqdm.auto import tqdm
 

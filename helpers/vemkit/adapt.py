@@ -1,0 +1,385 @@
+"""Unsupervised domain adaptation: carry a model to a new microscope without labelling the new data.
+
+:func:`adapt` continues training a 2D model on its labelled source data while it also sees unlabelled
+target images, by one of two methods the field uses:
+
+- ``"ynet"``: a second decoder reconstructs the input image from the shared encoder's bottleneck, for
+  source and target images alike, so the encoder must keep describing the target instead of only what
+  the source labels reward (Roels et al., "Domain adaptive segmentation in volume electron microscopy
+  imaging", ISBI 2019). :class:`ReconstructionDecoder`.
+- ``"dann"``: a domain classifier tries to tell source from target features through a gradient-reversal
+  layer, so the network learns features the classifier cannot tell apart (Ganin et al., "Domain-adversarial
+  training of neural networks", JMLR 2016). :class:`GradientReversal`, :class:`DomainClassifier`.
+
+and two that need no training (:mod:`vemkit.domain`): ``"histogram"`` (the model maps every volume's
+grey values onto its training data's) and ``"adabn"`` (BatchNorm statistics re-estimated on the target).
+The result is a normal model directory for :func:`vemkit.predict.predict_volume`. Targets at another
+pixel size are zoomed to the model's for training; predict on a volume zoomed the same way
+(:func:`vemkit.domain.resample_sections`).
+
+Not for: fine-tuning with target labels (:func:`vemkit.train.finetune` with the source model as ``base``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["METHODS", "DomainClassifier", "GradientReversal", "ReconstructionDecoder", "adapt", "grad_reverse"]
+
+#: What :func:`adapt` can do.
+METHODS = {
+    "ynet": "train on, with a decoder reconstructing source and target images from the shared encoder",
+    "dann": "train on, with a domain classifier behind a gradient-reversal layer",
+    "histogram": "no training: map each volume's grey-value histogram onto the source's",
+    "adabn": "no training: re-estimate BatchNorm statistics on the target",
+}
+
+
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, strength):
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.strength * grad, None
+
+
+def grad_reverse(x, strength: float = 1.0):
+    """Identity on the way forward; the gradient times ``-strength`` on the way back.
+
+    Examples
+    --------
+    >>> x = torch.ones(3, requires_grad=True)
+    >>> (grad_reverse(x, 0.5) * 2).sum().backward()
+    >>> x.grad.tolist()
+    [-1.0, -1.0, -1.0]
+    """
+    return _ReverseGrad.apply(x, float(strength))
+
+
+class GradientReversal(nn.Module):
+    """:func:`grad_reverse` as a layer; set ``strength`` while training (DANN ramps it up from 0).
+
+    Examples
+    --------
+    >>> layer = GradientReversal(2.0)
+    >>> x = torch.ones(2, requires_grad=True)
+    >>> layer(x).sum().backward()
+    >>> x.grad.tolist()
+    [-2.0, -2.0]
+    """
+
+    def __init__(self, strength: float = 1.0):
+        super().__init__()
+        self.strength = float(strength)
+
+    def forward(self, x):
+        return grad_reverse(x, self.strength)
+
+
+class ReconstructionDecoder(nn.Module):
+    """Y-Net's second decoder: the image back from a U-Net's bottleneck alone.
+
+    No skip connections: through them the image could be copied without the encoder describing it.
+    It mirrors the U-Net's segmentation decoder (same levels, kernels and channels) and ends in one
+    linear output channel.
+
+    Parameters
+    ----------
+    unet : vemkit.models.UNet
+
+    Examples
+    --------
+    >>> from vemkit.models import UNet
+    >>> net = UNet(ndim=2, base_channels=4, depth=2)
+    >>> dec = ReconstructionDecoder(net)
+    >>> dec(net.encode(torch.zeros(1, 1, 32, 32))[-1]).shape
+    torch.Size([1, 1, 32, 32])
+    """
+
+    def __init__(self, unet):
+        super().__init__()
+        from .models import _ConvBlock
+
+        ndim, ch, pools, kernels = unet.ndim, unet.channels, unet.pools, unet.kernels
+        ConvT = nn.ConvTranspose3d if ndim == 3 else nn.ConvTranspose2d
+        Conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        layers = []
+        for level in reversed(range(len(pools))):
+            layers.append(ConvT(ch[level + 1], ch[level], pools[level], stride=pools[level]))
+            layers.append(_ConvBlock(ndim, ch[level], ch[level], kernels[level], False))
+        layers.append(Conv(ch[0], unet.in_channels, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, bottleneck):
+        return self.layers(bottleneck)
+
+
+class DomainClassifier(nn.Module):
+    """Tells source (0) from target (1) per region of a feature map: three strided convolutions and a
+    1x1 output, so every output pixel judges a neighbourhood (no BatchNorm: its statistics would mix
+    the domains the classifier is asked to separate).
+
+    Examples
+    --------
+    >>> DomainClassifier(8)(torch.zeros(2, 8, 32, 32)).shape
+    torch.Size([2, 1, 4, 4])
+    """
+
+    def __init__(self, in_channels: int, width: int = 64, ndim: int = 2):
+        super().__init__()
+        Conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        self.layers = nn.Sequential(
+            Conv(in_channels, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            Conv(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            Conv(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            Conv(width, 1, 1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# ------------------------------------------------------------------------------------------- data
+def _source_sections(model, source, annotations, voxel_size, max_sections):
+    """Annotated source sections at the model's pixel size: image (normalised) and labels (-1 = none)."""
+    from .domain import _unwrap, _zoom2d, load_sections
+    from .train import _annotation_array
+
+    data, vs = _unwrap(source, "source", voxel_size)
+    ann, _, _ = _annotation_array(annotations)
+    if tuple(ann.shape) != tuple(data.shape):
+        raise ValueError(f"source annotations have shape {tuple(ann.shape)} but the source image {tuple(data.shape)}")
+    annotated = [z for z in range(ann.shape[0]) if np.asarray(ann[z]).any()]
+    if not annotated:
+        raise ValueError("the source annotations are empty: adaptation needs labelled source sections")
+    if len(annotated) > max_sections:
+        annotated = [annotated[i] for i in np.linspace(0, len(annotated) - 1, max_sections).round().astype(int)]
+    x, picked, factor = load_sections(model, data if vs is None else _with_vs(data, vs), sections=annotated)
+    labels = []
+    for z in picked:
+        lab = np.asarray(ann[z]).astype(np.int16) - 1
+        labels.append(_zoom2d(lab, factor, order=0, shape=x.shape[1:]).astype(np.int16))
+    labels = np.stack(labels)
+    if labels.max() >= model.n_classes:
+        raise ValueError(f"source annotations hold value {int(labels.max()) + 1} but the model has {model.n_classes} "
+                         f"classes ({', '.join(model.classes)}: values 1..{model.n_classes})")
+    return x, labels, picked
+
+
+def _with_vs(data, vs):
+    from ._volume import Volume
+
+    return Volume(data=data, voxel_size=vs) if hasattr(data, "dask") else Volume.from_array(data, voxel_size=vs)
+
+
+def _patches(x, labels, n, patch, rng):
+    S, H, W = x.shape
+    imgs = np.empty((n, 1, patch, patch), np.float32)
+    labs = np.full((n, patch, patch), -1, np.int64)
+    for i in range(n):
+        s = int(rng.integers(S))
+        y0, x0 = int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
+        imgs[i, 0] = x[s, y0 : y0 + patch, x0 : x0 + patch]
+        if labels is not None:
+            labs[i] = labels[s, y0 : y0 + patch, x0 : x0 + patch]
+    return imgs, labs
+
+
+def _load_model(model):
+    from .models import SegmentationModel, load_model
+
+    if isinstance(model, SegmentationModel):
+        return model
+    return load_model(model)
+
+
+# --------------------------------------------------------------------------------------- training
+def adapt(model, source, source_annotations, target, *, method: str = "ynet", out=None, minutes: float | None = None,
+          iterations: int | None = None, source_voxel_size=None, target_voxel_size=None, patch: int = 256,
+          batch_size: int = 4, lr: float = 2e-4, reconstruction_weight: float = 5.0, domain_weight: float = 0.3,
+          max_sections: int = 32, device="auto", seed: int = 0, overwrite: bool = False, progress: bool = True):
+    """Adapt a 2D model to a target dataset without target labels.
+
+    Parameters
+    ----------
+    model : SegmentationModel or path
+        Trained on ``source`` (e.g. by :func:`vemkit.train.finetune`); not changed.
+    source : path, Volume or array (Z, Y, X)
+        The labelled data the model was trained on.
+    source_annotations : Annotations, path or integer array
+        0 = unlabelled, 1 = background, 2.. = the model's classes (as for training). Only
+        ``ynet``/``dann`` use them.
+    target : path, Volume or array (Z, Y, X)
+        The new data; no labels.
+    method : {"ynet", "dann", "histogram", "adabn"}
+        See :data:`METHODS`.
+    out : str or Path, optional
+        Model directory to write.
+    minutes, iterations : budget
+        For ``ynet`` and ``dann`` (at least one).
+    source_voxel_size, target_voxel_size : (z, y, x) nm, optional
+        When the data does not carry them. A target at another pixel size is zoomed to the model's.
+    patch, batch_size : int
+        Square patches; each step sees ``batch_size`` source and ``batch_size`` target patches.
+    lr : float
+        AdamW learning rate (poly decay).
+    reconstruction_weight : float
+        Y-Net: weight of the reconstruction loss (mean squared error of the normalised image).
+    domain_weight : float
+        DANN: final strength of the reversed gradient (ramped up as 2 / (1 + exp(-10 p)) - 1).
+    max_sections : int
+        Sections loaded per domain (evenly spaced).
+
+    Returns
+    -------
+    SegmentationModel
+        ``training["adaptation"]`` records the method, data, budget and loss history.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, a 3D model, no budget, empty source annotations, a target without voxel size
+        while the model has one.
+
+    Examples
+    --------
+    >>> from vemkit.models import SegmentationModel, UNet
+    >>> model = SegmentationModel(UNet(ndim=2, base_channels=4, depth=2), ["bg", "fg"], voxel_size=(50, 5, 5))
+    >>> rng = np.random.default_rng(0)
+    >>> src = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    >>> ann = (src > 128).astype(np.uint8) + 1
+    >>> tgt = (255 - src[:, ::2, ::2]).copy()
+    >>> adapted = adapt(model, src, ann, tgt, method="dann", iterations=2, patch=32, batch_size=2, device="cpu",
+    ...                 source_voxel_size=(50, 5, 5), target_voxel_size=(50, 10, 10), progress=False)
+    >>> adapted.training["adaptation"]["method"], adapted.training["adaptation"]["iterations"]
+    ('dann', 2)
+    """
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from ._device import resolve_device
+    from .augment import AugmentConfig, Augmenter
+    from .domain import _replace_network, _unwrap, adapt_batchnorm, histogram_normalization, load_sections
+    from .train import masked_losses, run_environment
+
+    if method not in METHODS:
+        raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
+    out = Path(out) if out is not None else None
+    if out is not None and (out / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
+    model = _load_model(model)
+    if model.ndim != 2:
+        raise ValueError(f"vemkit adapts 2D models; this one is {model.ndim}D")
+    _, tvs = _unwrap(target, "target", target_voxel_size)
+    if model.voxel_size is not None and tvs is None:
+        raise ValueError("the target has no voxel size: pass target_voxel_size=(z, y, x) in nm, so it can be brought "
+                         f"to the model's {model.voxel_size[1]:g} nm pixels")
+    target_v = _with_vs(_unwrap(target, "target")[0], tvs) if tvs is not None else target
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    if method == "histogram":
+        norm = histogram_normalization(source, voxel_size=source_voxel_size, normalization=model.normalization)
+        training = dict(model.training)
+        training["adaptation"] = {"method": "histogram", "vemkit_version": __version__, "levels": norm["levels"]}
+        adapted = _replace_network(model, copy.deepcopy(model.network), training, normalization=norm)
+        return _finish(adapted, out, overwrite)
+    if method == "adabn":
+        adapted = adapt_batchnorm(model, target_v, patch=patch, device=dev, seed=seed)
+        return _finish(adapted, out, overwrite)
+
+    if minutes is None and iterations is None:
+        raise ValueError("give a budget: minutes=... and/or iterations=...")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xs, ys, s_sections = _source_sections(model, source, source_annotations, source_voxel_size, max_sections)
+    xt, t_sections, zoom = load_sections(model, target_v, max_sections=max_sections)
+    div = model.network.divisor[0]
+    patch = max(div, (min(patch, *xs.shape[1:], *xt.shape[1:]) // div) * div)
+    net = copy.deepcopy(model.network).to(dev)
+    aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
+    aux = aux.to(dev)
+    opt = torch.optim.AdamW(list(net.parameters()) + list(aux.parameters()), lr=lr, weight_decay=1e-4)
+    augmenter = Augmenter(AugmentConfig.default(), ndim=2)
+    gen = torch.Generator().manual_seed(seed)
+    n_classes = model.n_classes
+    history = {"iteration": [], "seconds": [], "segmentation_loss": [], "auxiliary_loss": []}
+    budget = minutes * 60 if minutes is not None else math.inf
+    bar = tqdm(total=iterations, desc=f"adapting ({method})", unit="it", disable=not progress)
+    step = 0
+    net.train()
+    aux.train()
+    start = time.perf_counter()
+    while (iterations is None or step < iterations) and (step == 0 or time.perf_counter() - start < budget):
+        frac = min(1.0, max(step / iterations if iterations else 0.0,
+                            (time.perf_counter() - start) / budget if budget < math.inf else 0.0))
+        for g in opt.param_groups:
+            g["lr"] = lr * (1 - frac) ** 0.9
+        a_img, a_lab = _patches(xs, ys, batch_size, patch, rng)
+        b_img, _ = _patches(xt, None, batch_size, patch, rng)
+        # the augmenter's labels: 0 = unlabelled (also what a transform brings in from outside the patch)
+        xa, ya, _ = augmenter(torch.from_numpy(a_img), torch.from_numpy(a_lab) + 1, generator=gen)
+        ya = ya - 1
+        xb, _, _ = augmenter(torch.from_numpy(b_img), torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64),
+                             generator=gen)
+        x = torch.cat([xa, xb]).to(dev)
+        features = net.encode(x)
+        logits, last = net.decode(features, return_features=True)
+        seg, _, _ = masked_losses(logits[:batch_size, :n_classes], ya.to(dev))
+        if method == "ynet":
+            aux_loss = torch.nn.functional.mse_loss(aux(features[-1]), x)
+            loss = seg + reconstruction_weight * aux_loss
+        else:
+            strength = domain_weight * (2.0 / (1.0 + math.exp(-10 * frac)) - 1.0)
+            d = aux(grad_reverse(last, strength))
+            domain = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).to(dev)
+            domain = domain.view(-1, *([1] * (d.ndim - 1))).expand_as(d)
+            aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d, domain)
+            loss = seg + aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        history["iteration"].append(step)
+        history["seconds"].append(round(time.perf_counter() - start, 2))
+        history["segmentation_loss"].append(float(seg.detach()))
+        history["auxiliary_loss"].append(float(aux_loss.detach()))
+        bar.update(1)
+        bar.set_postfix(seg=f"{history['segmentation_loss'][-1]:.3f}", aux=f"{history['auxiliary_loss'][-1]:.3f}")
+    bar.close()
+    net.eval().cpu()
+    training = dict(model.training)
+    training["adaptation"] = {
+        "method": method,
+        "what": METHODS[method],
+        "vemkit_version": __version__,
+        "iterations": step,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "source_sections": s_sections,
+        "target_sections": t_sections,
+        "target_voxel_size": list(tvs) if tvs is not None else None,
+        "target_zoom": round(zoom, 4),
+        "patch": patch,
+        "batch_size": batch_size,
+        "lr": lr,
+        "reconstruction_weight": reconstruction_weight if method == "ynet" else None,
+        "domain_weight": domain_weight if method == "dann" else None,
+        **run_environment(dev, seed),
+        "history": history,
+    }
+    return _finish(_replace_network(model, net, training), out, overwrite)
+
+
+def _finish(model, out, overwrite):
+    if out is not None:
+        model.save(out, overwrite=overwrite or (out.exists() and not (out / "config.json").exists()))
+    return model
