@@ -220,7 +220,8 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
             labs.append(src.labels[s, y0 : y0 + p, x0 : x0 + p])
         x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
         y = torch.from_numpy(np.stack(labs).astype(np.int64)).to(dev)
-        x, y, _ = augmenter(x, y, generator=gen)
+        x, y, _ = augmenter(x, y + 1, generator=gen)  # its labels: 0 = unlabelled (also what enters from outside)
+        y = y - 1
         logits = net(x)
         loss = marginal_cross_entropy(logits, y, sets[k])
         if src.sets is _FULL:

@@ -707,7 +707,9 @@ def finetune(
         x_np, y_np = sampler.sample(plan.batch_size)
         x = torch.from_numpy(x_np).to(dev)
         y = torch.from_numpy(y_np.astype(np.int64)).to(dev)
-        x, y, _ = augmenter(x, y, generator=gen)
+        # the augmenter's labels are 0 = unlabelled, 1 = background (what enters from outside a patch is 0)
+        x, y, _ = augmenter(x, y + 1, generator=gen)
+        y = y - 1
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp_r)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             logits = net(x)
