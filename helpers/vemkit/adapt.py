@@ -207,7 +207,8 @@ def _load_model(model):
 def adapt(model, source, source_annotations, target, *, method: str = "ynet", out=None, minutes: float | None = None,
           iterations: int | None = None, source_voxel_size=None, target_voxel_size=None, patch: int = 256,
           batch_size: int = 4, lr: float = 2e-4, reconstruction_weight: float = 5.0, domain_weight: float = 0.3,
-          max_sections: int = 32, device="auto", seed: int = 0, overwrite: bool = False, progress: bool = True):
+          max_sections: int = 32, refresh_batchnorm: bool = True, device="auto", seed: int = 0,
+          overwrite: bool = False, progress: bool = True):
     """Adapt a 2D model to a target dataset without target labels.
 
     Parameters
@@ -239,6 +240,11 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         DANN: final strength of the reversed gradient (ramped up as 2 / (1 + exp(-10 p)) - 1).
     max_sections : int
         Sections loaded per domain (evenly spaced).
+    refresh_batchnorm : bool
+        ``ynet``/``dann``: source and target patches pass the network separately, so BatchNorm
+        normalises each domain with its own statistics while training; at the end the statistics are
+        re-estimated on the target (:func:`vemkit.domain.adapt_batchnorm`), which is what the adapted
+        model then uses.
 
     Returns
     -------
@@ -312,6 +318,12 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     augmenter = Augmenter(AugmentConfig.default(), ndim=2)
     gen = torch.Generator().manual_seed(seed)
     n_classes = model.n_classes
+    # the source model's own loss (its plan's class weights and Dice weight), so that continuing on the
+    # source does not recalibrate it
+    plan = model.training.get("plan") or {}
+    weights = plan.get("class_weights") or [1.0] * n_classes
+    cw = torch.tensor(list(weights)[:n_classes] + [1.0] * (n_classes - len(weights)), dtype=torch.float32, device=dev)
+    dice_weight = float(plan.get("dice_weight", 1.0))
     history = {"iteration": [], "seconds": [], "segmentation_loss": [], "auxiliary_loss": []}
     budget = minutes * 60 if minutes is not None else math.inf
     bar = tqdm(total=iterations, desc=f"adapting ({method})", unit="it", disable=not progress)
@@ -331,16 +343,19 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         ya = ya - 1
         xb, _, _ = augmenter(torch.from_numpy(b_img), torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64),
                              generator=gen)
-        x = torch.cat([xa, xb]).to(dev)
-        features = net.encode(x)
-        logits, last = net.decode(features, return_features=True)
-        seg, _, _ = masked_losses(logits[:batch_size, :n_classes], ya.to(dev))
+        xa, xb = xa.to(dev), xb.to(dev)
+        # one forward pass per domain: BatchNorm normalises each with its own statistics, as it will
+        # at prediction time after the AdaBN refresh below
+        fa, fb = net.encode(xa), net.encode(xb)
+        logits, last_a = net.decode(fa, return_features=True)
+        seg, _, _ = masked_losses(logits[:, :n_classes], ya.to(dev), cw, dice_weight)
         if method == "ynet":
-            aux_loss = torch.nn.functional.mse_loss(aux(features[-1]), x)
+            aux_loss = 0.5 * (torch.nn.functional.mse_loss(aux(fa[-1]), xa) + torch.nn.functional.mse_loss(aux(fb[-1]), xb))
             loss = seg + reconstruction_weight * aux_loss
         else:
+            _, last_b = net.decode(fb, return_features=True)
             strength = domain_weight * (2.0 / (1.0 + math.exp(-10 * frac)) - 1.0)
-            d = aux(grad_reverse(last, strength))
+            d = aux(grad_reverse(torch.cat([last_a, last_b]), strength))
             domain = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).to(dev)
             domain = domain.view(-1, *([1] * (d.ndim - 1))).expand_as(d)
             aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d, domain)
@@ -358,6 +373,9 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     bar.close()
     net.eval().cpu()
     training = dict(model.training)
+    adapted = _replace_network(model, net, training)
+    if refresh_batchnorm:
+        adapted = adapt_batchnorm(adapted, target_v, patch=patch, device=dev, seed=seed)
     training["adaptation"] = {
         "method": method,
         "what": METHODS[method],
@@ -371,12 +389,14 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         "patch": patch,
         "batch_size": batch_size,
         "lr": lr,
+        "refresh_batchnorm": bool(refresh_batchnorm),
+        "class_weights": cw.tolist(),
         "reconstruction_weight": reconstruction_weight if method == "ynet" else None,
         "domain_weight": domain_weight if method == "dann" else None,
         **run_environment(dev, seed),
         "history": history,
     }
-    return _finish(_replace_network(model, net, training), out, overwrite)
+    return _finish(_replace_network(model, adapted.network, training), out, overwrite)
 
 
 def _finish(model, out, overwrite):
