@@ -41,6 +41,14 @@ RUNS = {
         ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 8, "CROP_YX": 160, "SKELETON": False}, False),
         ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 10, "CROP_YX": 512}, True),
     ],
+    "06_domain_adaptation": [
+        ("synthetic", {"SOURCE": "synthetic", "SOURCE_SECTIONS": 3, "CROP_YX": 128, "TARGET_SECTIONS": 8,
+                       "TEST_SECTIONS": 2, "MAX_ITERATIONS": 2, "FEW_LABEL_SECTIONS": "0", "PATCH": 64, "GAP_PATCHES": 12,
+                       "DEVICE": "cpu"}, False),
+        ("vnc-flyem", {"SOURCE": "drosophila_vnc_sstem", "SOURCE_SECTIONS": 3, "CROP_YX": 256, "TEST_SECTIONS": 3,
+                       "MAX_ITERATIONS": 2, "FEW_LABEL_SECTIONS": "0", "PATCH": 64, "GAP_PATCHES": 12,
+                       "DEVICE": "cpu"}, True),
+    ],
 }
 
 
@@ -211,5 +219,24 @@ def _check_05(m, out_dir, params, real):
         assert "distance_to_membranes_nm" in table
 
 
+def _check_06(m, out_dir, params, real):
+    from vemkit.models import load_model
+
+    methods = {"histogram", "adabn", "ynet", "dann"}
+    assert set(m["results"]) == {"no adaptation", "resample"} | {f"resample + {k}" for k in methods} | {
+        "fine-tune on 1 labelled target sections"}
+    assert all(0.0 <= r["iou"] <= 1.0 and 0.0 <= r["flip_agreement"] <= 1.0 for r in m["results"].values())
+    assert m["source_iterations"] == params["MAX_ITERATIONS"] and len(m["test_sections"]) == params["TEST_SECTIONS"]
+    assert (out_dir / "domain_gap.png").exists() and (out_dir / "results.png").exists()
+    if m["adapted_model"]:
+        rec = load_model(m["adapted_model"]).training["adaptation"]
+        assert m["best_unsupervised"].endswith(rec["method"])
+    if real:  # 10 nm FIB-SEM against 4.6 nm ssTEM: the diagnosis names the pixel size first
+        assert abs(m["gap"]["zoom"] - 10 / 4.6) < 1e-6 and m["gap"]["advice"][0].startswith("resample")
+        assert m["test_sections"][0] >= 125  # scored only on the half no method saw
+    else:
+        assert m["gap"]["zoom"] == 2.0
+
+
 CHECKS = {"01_load_and_explore": _check_01, "02_annotate": _check_02, "03_transfer_learning": _check_03,
-          "04_gpu_inference": _check_04, "05_quantify": _check_05}
+          "04_gpu_inference": _check_04, "05_quantify": _check_05, "06_domain_adaptation": _check_06}
