@@ -20,6 +20,9 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.measure` measures every object in physical units.
 - :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
   without it.
+- :mod:`vemkit.tour` runs notebooks 01 to 05 in order, each on the previous one's outputs, and writes
+  an HTML report (``vemkit tour``, the main job); :mod:`vemkit.colab` sets up a Colab runtime for
+  the notebooks.
 - :mod:`vemkit.cli` is the ``vemkit`` command line.
 
 Importing :mod:`vemkit` is cheap: submodules are imported on first use.
@@ -34,6 +37,7 @@ _SUBMODULES = (
     "annotate",
     "augment",
     "cli",
+    "colab",
     "datasets",
     "domain",
     "export",
@@ -48,6 +52,7 @@ _SUBMODULES = (
     "quality",
     "segment_classic",
     "synthetic",
+    "tour",
     "viz",
 )
 

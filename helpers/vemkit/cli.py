@@ -327,6 +327,24 @@ def _cmd_evaluate(args):
     return 0
 
 
+def _cmd_tour(args):
+    from .tour import TourError, tour
+
+    command = " ".join(["vemkit tour", f"--out {args.out}", *([f"--dataset {args.dataset}"] if args.dataset else []),
+                        f"--device {args.device}", *[f"--{k}" for k in ("quick", "offline", "overwrite") if getattr(args, k)]])
+    try:
+        res = tour(args.out, args.dataset, device=args.device, quick=args.quick, offline=args.offline,
+                   overwrite=args.overwrite, notebooks=args.notebooks, progress=not args.quiet, command=command)
+    except PermissionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TourError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {res.report}")
+    return 0
+
+
 def _triple(kind):
     def parse(text):
         from ._voxel import parse_voxel_size
@@ -512,6 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics.json")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("tour", help="the main job: run notebooks 01-05 in order and write an HTML report")
+    p.add_argument("--out", default="outputs/tour", help="folder for the report, executed notebooks and outputs")
+    p.add_argument("--dataset", help="drosophila_vnc_sstem (default; the synthetic phantom when it cannot be had), "
+                                     "another dataset with mitochondria labels, or synthetic")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--quick", action="store_true", help="the few-minutes version: small crop, few iterations")
+    p.add_argument("--offline", action="store_true", help="never download: use the cache, else the phantom")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier tour in --out")
+    p.add_argument("--notebooks", help="folder of the notebooks (default: the installed or checked-out ones)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_tour)
     return parser
 
 

@@ -1,0 +1,600 @@
+"""The main job: run notebooks 01 to 05 in order, each on the previous one's outputs, and report.
+
+:func:`tour` executes the teaching notebooks with papermill, passing each one's outputs to the next
+through its parameters (01's OME-Zarr and ground truth to all, 02's annotations to 03, 03's model to
+04, 04's labels to 05), and writes the executed notebooks, every file they make, ``tour.json`` (the
+machine-readable record) and ``report.html``: one self-contained page with the key figures, metrics,
+the morphometrics table, time per step, package versions, device and the SHA-256 of every data file
+used — a provenance record of the run.
+
+The data: by default the Drosophila VNC ssTEM stack from the manifest, downloaded and verified on
+first use (``VEMKIT_DATA_DIR`` points at a cache that already holds it). When it can be had neither
+from the cache nor from the network, the tour says so and runs on the synthetic phantom; a dataset
+named explicitly is never replaced.
+
+Not for: the steps themselves (they live in the notebooks and the modules they call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_DATASET", "NOTEBOOKS", "TourError", "TourResult", "find_notebooks", "resolve_dataset",
+           "tour", "tour_parameters"]
+
+#: The dataset the tour runs on when none is named.
+DEFAULT_DATASET = "drosophila_vnc_sstem"
+#: The notebooks the tour runs, in order.
+NOTEBOOKS = ("01_load_and_explore", "02_annotate", "03_transfer_learning", "04_gpu_inference", "05_quantify")
+TITLES = {
+    "01_load_and_explore": "01 · load and explore",
+    "02_annotate": "02 · annotate",
+    "03_transfer_learning": "03 · transfer learning",
+    "04_gpu_inference": "04 · GPU inference",
+    "05_quantify": "05 · quantify",
+}
+# Every notebook works on the same crop (01 converts the whole volume; the others take its first
+# SECTIONS x CROP x CROP voxels). The full tour uses the notebooks' own defaults for everything else.
+_SIZES = {False: {"MAX_SECTIONS": 20, "CROP_YX": 1024}, True: {"MAX_SECTIONS": 6, "CROP_YX": 256}}
+_QUICK = {
+    "02_annotate": {"N_TREES": 20, "SCRIBBLE_SECTIONS": "0,3"},
+    "03_transfer_learning": {"ITERATIONS": 8, "COMPARE": False, "CURVE_SECTIONS": ""},
+    "04_gpu_inference": {"USE_DASK": False},
+    "05_quantify": {"SKELETON": True},
+}
+_FULL = {"02_annotate": {"SCRIBBLE_SECTIONS": "0,10"}}
+_OWN = ("tour.json", "report.html", "notebooks", *NOTEBOOKS)  # what a tour writes into its folder
+_KERNEL = "vemkit-tour"
+
+
+class TourError(RuntimeError):
+    """A notebook of the tour failed; the message names it, its executed copy and the partial report."""
+
+
+@dataclass
+class TourResult:
+    """What :func:`tour` made.
+
+    Attributes
+    ----------
+    out : Path
+        The tour's folder.
+    report : Path
+        ``report.html`` in it.
+    record : dict
+        Everything the report shows (also in ``tour.json``): steps, metrics, times, versions, device,
+        dataset and its files' SHA-256.
+    """
+
+    out: Path
+    report: Path
+    record: dict = field(repr=False)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the notebooks ran on (``"synthetic"`` after a fallback)."""
+        return self.record["dataset"]["name"]
+
+    @property
+    def steps(self) -> list:
+        return self.record["steps"]
+
+
+def find_notebooks(folder=None) -> Path:
+    """The folder holding the tour's notebooks.
+
+    Looks in ``folder`` when given, else in the source checkout beside the package (``notebooks/`` of
+    the repository, for editable installs), else where a wheel installs them
+    (``<prefix>/share/vemkit/notebooks``).
+
+    Raises
+    ------
+    FileNotFoundError
+        None of these holds all five notebooks; the message lists where it looked.
+
+    Examples
+    --------
+    >>> sorted(p.stem for p in find_notebooks().glob("0[1-5]_*.ipynb")) == list(NOTEBOOKS)
+    True
+    """
+    import sysconfig
+
+    here = Path(__file__).resolve().parent
+    if folder is not None:
+        candidates = [Path(folder)]
+    else:
+        candidates = [here.parent.parent / "notebooks"]
+        for scheme in {sysconfig.get_default_scheme(), f"{os.name}_user"}:
+            with contextlib.suppress(KeyError):
+                candidates.append(Path(sysconfig.get_path("data", scheme)) / "share" / "vemkit" / "notebooks")
+        candidates.append(Path(sys.prefix) / "share" / "vemkit" / "notebooks")
+    for c in candidates:
+        if all((c / f"{stem}.ipynb").is_file() for stem in NOTEBOOKS):
+            return c
+    raise FileNotFoundError(
+        "the tour's notebooks (" + ", ".join(f"{s}.ipynb" for s in NOTEBOOKS) + ") are not in "
+        + " or ".join(str(c) for c in candidates)
+        + "; pass the repository's notebooks/ folder (vemkit tour --notebooks DIR)"
+    )
+
+
+def _tour_datasets() -> list[str]:
+    from .datasets import get_entry, list_datasets
+
+    names = []
+    for name in list_datasets():
+        entry = get_entry(name)
+        spec = (entry.get("volumes") or {}).get(entry.get("default_volume") or "", {})
+        if "mitochondria" in spec.get("labels", {}) and entry.get("voxel_size_nm"):
+            names.append(name)
+    return names + ["synthetic"]
+
+
+def _check_dataset_name(name):
+    from .datasets import get_entry
+
+    if name == "synthetic":
+        return
+    try:
+        get_entry(name)
+    except KeyError:
+        raise KeyError(f"no dataset named {name!r}; the tour runs on: {', '.join(_tour_datasets())}") from None
+    if name not in _tour_datasets():
+        raise ValueError(f"dataset {name!r} has no mitochondria labels with a known voxel size, which every notebook "
+                         f"of the tour scores against; the tour runs on: {', '.join(_tour_datasets())}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_cached(name: str, files: list[dict]) -> Path:
+    """Check a dataset's files in the cache without any download (``offline=True``)."""
+    from .datasets import ENV_VAR, cache_dir
+
+    folder = cache_dir(name)
+    absent = [f["path"] for f in files if not (folder / f["path"]).is_file()]
+    if absent:
+        raise ConnectionError(f"offline, and the cache {folder} lacks {len(absent)} of its {len(files)} files, "
+                              f"e.g. {absent[0]}; ${ENV_VAR} names the cache")
+    for f in files:
+        if _sha256(folder / f["path"]) != f["sha256"]:
+            raise ValueError(f"dataset {name!r}: {folder / f['path']} does not match its SHA-256 in the manifest; "
+                             "delete it and fetch the dataset again")
+    return folder
+
+
+def resolve_dataset(dataset: str | None = None, *, offline: bool = False, progress: bool = True) -> dict:
+    """Decide which data the tour runs on, fetching and verifying it.
+
+    Parameters
+    ----------
+    dataset : str, optional
+        A manifest dataset with mitochondria labels, or ``"synthetic"``. ``None`` (the default) means
+        :data:`DEFAULT_DATASET`, replaced by the synthetic phantom when it is neither in the cache nor
+        downloadable; a dataset named here is never replaced.
+    offline : bool
+        Never download: use the dataset only if the cache already holds every file.
+    progress : bool
+        Show a progress bar while fetching.
+
+    Returns
+    -------
+    dict
+        ``name`` (what the notebooks run on), ``requested``, ``fallback`` (why the phantom replaced
+        the default, else ``None``), and for a real dataset its manifest facts and every file used
+        with its SHA-256 (verified byte for byte), plus ``files_sha256``, the SHA-256 of that list.
+
+    Raises
+    ------
+    KeyError
+        Unknown dataset name (the message lists the tour's datasets).
+    ValueError
+        A dataset the tour cannot use (no mitochondria labels), or a cached file that does not match
+        its SHA-256.
+    ConnectionError
+        A dataset named explicitly is not in the cache and cannot be downloaded.
+
+    Examples
+    --------
+    >>> resolve_dataset("synthetic")["fallback"] is None
+    True
+    >>> resolve_dataset("no_such_data")
+    Traceback (most recent call last):
+    ...
+    KeyError: "no dataset named 'no_such_data'; the tour runs on: drosophila_vnc_sstem, ..."
+    """
+    from .datasets import ENV_VAR, _files_for, cache_dir, fetch, get_entry
+
+    requested = dataset
+    name = DEFAULT_DATASET if dataset is None else dataset
+    _check_dataset_name(name)
+    if name == "synthetic":
+        return {"name": "synthetic", "requested": requested, "fallback": None, "files": []}
+    entry = get_entry(name)
+    volume = entry.get("default_volume") or next(iter(entry["volumes"]))
+    needed = set(_files_for(entry, entry["volumes"][volume]))
+    files = [f for f in entry["files"] if f["path"] in needed]
+    try:
+        folder = _verify_cached(name, files) if offline else fetch(name, files=sorted(needed), progress=progress)
+    except ConnectionError as err:
+        if requested is not None:
+            raise ConnectionError(f"dataset {name!r} is not available: {err}. Connect to the internet, set ${ENV_VAR} "
+                                  "to a folder that holds it, or run the tour with --dataset synthetic") from err
+        reason = (f"{name} could not be had ({err}). The tour runs on the synthetic phantom instead; for the real "
+                  f"data, connect to the internet or set ${ENV_VAR} to a folder holding {name}/")
+        print(f"NOTE: {reason}", file=sys.stderr, flush=True)
+        return {"name": "synthetic", "requested": requested, "fallback": reason, "files": []}
+    listing = "".join(f"{f['sha256']}  {f['path']}\n" for f in sorted(files, key=lambda f: f["path"]))
+    return {
+        "name": name, "requested": requested, "fallback": None, "volume": volume, "title": entry.get("title"),
+        "modality": entry.get("modality"), "voxel_size_nm": entry.get("voxel_size_nm"),
+        "licence": entry.get("licence"), "citation": entry.get("citation"), "source": entry.get("source"),
+        "folder": str(Path(folder).resolve()), "cache": str(cache_dir().resolve()), "verified": "every file's SHA-256 checked against the manifest before the run",
+        "files": [{"path": f["path"], "sha256": f["sha256"], "size": f.get("size")} for f in files],
+        "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }
+
+
+def tour_parameters(stem: str, *, dataset: str, out: Path, device: str = "auto", quick: bool = False,
+                    data_dir=None, previous: dict | None = None) -> dict:
+    """The papermill parameters of one notebook of the tour.
+
+    Parameters
+    ----------
+    stem : str
+        One of :data:`NOTEBOOKS`.
+    dataset : str
+        What the notebooks run on.
+    out : Path
+        The tour's folder; each notebook writes to ``out / stem``.
+    device : str
+        Passed to the notebooks that train or predict.
+    quick : bool
+        The minutes-long version: a 6 x 256 x 256 crop, few trees and iterations.
+    data_dir : str or Path, optional
+        The dataset cache, passed on as an absolute path (the notebooks run in ``out``).
+    previous : dict
+        ``metrics.json`` of the notebooks already run, by stem: where the chain's inputs come from.
+
+    Examples
+    --------
+    >>> p = tour_parameters("04_gpu_inference", dataset="synthetic", out=Path("/tmp/t"), quick=True, previous={
+    ...     "01_load_and_explore": {"ome_zarr": "/tmp/t/01/image.ome.zarr"},
+    ...     "03_transfer_learning": {"model_dir": "/tmp/t/03/model_unet"}})
+    >>> p["MODEL_DIR"], p["LABELS_PATH"], p["CROP_YX"]
+    ('/tmp/t/03/model_unet', '/tmp/t/01/image.ome.zarr:/labels/mitochondria', 256)
+    """
+    if stem not in NOTEBOOKS:
+        raise KeyError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
+    previous = previous or {}
+    params = {"DATASET": dataset, **_SIZES[quick], "OUTPUT_DIR": str(Path(out) / stem)}
+    params.update((_QUICK if quick else _FULL).get(stem, {}))
+    if data_dir is not None and dataset != "synthetic":
+        params["DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    if stem != NOTEBOOKS[0]:
+        image = previous["01_load_and_explore"]["ome_zarr"]
+        params["IMAGE_PATH"] = image
+        if stem != "05_quantify":  # 05 takes the truth (instances, membranes) from the dataset itself
+            params["LABELS_PATH"] = f"{image}:/labels/mitochondria"
+    if stem in ("02_annotate", "03_transfer_learning", "04_gpu_inference"):
+        params["DEVICE"] = device
+    if stem == "03_transfer_learning":
+        params["ANNOTATIONS_PATH"] = previous["02_annotate"]["annotations"]
+    elif stem == "04_gpu_inference":
+        params["MODEL_DIR"] = previous["03_transfer_learning"]["model_dir"]
+        params["CLASS_NAME"] = "mitochondria"
+    elif stem == "05_quantify":
+        params["MASK_PATH"] = previous["04_gpu_inference"]["labels"]
+        params["MASK_CLASS"] = previous["04_gpu_inference"]["class_index_for_05"]
+    return params
+
+
+def _prepare_out(out, overwrite: bool) -> Path:
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{str(out)!r} is not empty; choose a new --out folder, or pass --overwrite to "
+                                  "replace an earlier tour there")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN)
+        if foreign:
+            raise FileExistsError(f"{str(out)!r} holds files the tour did not make ({', '.join(foreign[:5])}); "
+                                  "--overwrite only replaces an earlier tour's folder")
+        for name in _OWN:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"cannot write to the output folder {str(out)!r} ({err.strerror or err}); "
+                              "choose another with --out") from err
+    return out
+
+
+@contextlib.contextmanager
+def _kernel_of_this_python():
+    """A kernelspec that runs this very interpreter, so the notebooks use the vemkit that runs the tour."""
+    with tempfile.TemporaryDirectory(prefix="vemkit-kernel-") as tmp:
+        spec = Path(tmp) / "kernels" / _KERNEL
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"vemkit tour ({sys.executable})", "language": "python",
+        }))  # fmt: skip
+        old = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = tmp + (os.pathsep + old if old else "")
+        try:
+            yield _KERNEL
+        finally:
+            if old is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = old
+
+
+def _restore_kernelspec(executed: Path, source: Path):
+    """Give the executed notebook its source's kernelspec back (the tour's temporary one is gone)."""
+    import nbformat
+
+    if not executed.exists():
+        return
+    nb = nbformat.read(executed, as_version=4)
+    src = nbformat.read(source, as_version=4)
+    if "kernelspec" in src.metadata:
+        nb.metadata["kernelspec"] = src.metadata["kernelspec"]
+        nbformat.write(nb, executed)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("vemkit", "torch", "numpy", "scipy", "scikit-image", "scikit-learn", "dask", "distributed",
+                 "zarr", "ome-zarr", "tifffile", "pandas", "matplotlib", "papermill", "ipykernel", "pooch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _machine() -> dict:
+    import platform
+
+    memory = None
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+            "memory_gib": memory, "hostname": platform.node()}
+
+
+def _load_average():
+    """The machine's 1, 5 and 15 minute load averages (None where the system does not say)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _children_peak_rss():
+    """Peak resident memory of the largest finished child process (a notebook's kernel, or a process it
+    started), in GiB; None where the system does not say."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(kib / (2**30 if sys.platform == "darwin" else 2**20), 2)
+
+
+def _device(device: str) -> dict:
+    from ._device import resolve_device
+
+    dev = resolve_device(device)
+    import torch
+
+    info = {"requested": device, "resolved": str(dev), "torch": torch.__version__, "cuda": torch.version.cuda}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev.index or 0)
+        info["name"] = props.name
+        info["memory_gib"] = round(props.total_memory / 2**30, 1)
+    elif dev.type == "cpu":
+        info["name"] = f"CPU ({os.cpu_count()} cores)"
+    else:
+        info["name"] = "Apple GPU (MPS)"
+    return info
+
+
+def _source() -> dict:
+    import subprocess
+
+    import vemkit
+
+    here = Path(vemkit.__file__).resolve().parent
+    info = {"package": str(here)}
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(here.parent.parent), "status", "--porcelain", "--",
+                                    "helpers", "notebooks"], capture_output=True, text=True, timeout=10)
+            info["uncommitted_changes"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _model_files(folder) -> list[dict]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [{"path": str(p.relative_to(folder)), "sha256": _sha256(p), "size": p.stat().st_size}
+            for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def _models(previous: dict) -> list[dict]:
+    """The models the run used, with the SHA-256 of their files."""
+    from .train import base_model_path
+
+    m03 = previous.get("03_transfer_learning") or {}
+    models = []
+    if m03.get("base_model"):
+        base = m03["base_model"]
+        with contextlib.suppress(ValueError):
+            folder = Path(base) if Path(base).is_dir() else base_model_path(base)
+            models.append({"role": "base model fine-tuned in 03", "name": base, "files": _model_files(folder)})
+    if m03.get("model_dir"):
+        models.append({"role": "fine-tuned in 03, run by 04", "name": m03["model_dir"],
+                       "files": _model_files(m03["model_dir"])})
+    return models
+
+
+def _write_record(record: dict, out: Path) -> Path:
+    from ._report import write_report
+
+    (out / "tour.json").write_text(json.dumps(record, indent=1, default=str))
+    return write_report(record, out / "report.html")
+
+
+def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto", quick: bool = False,
+         offline: bool = False, overwrite: bool = False, notebooks=None, progress: bool = True,
+         command: str | None = None) -> TourResult:
+    """Run notebooks 01 to 05 in order, each on the previous one's outputs, and write the report.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder for everything the tour writes: ``report.html``, ``tour.json``, the executed notebooks
+        in ``notebooks/`` and each notebook's outputs in a folder named after it. It must be new or
+        empty (or an earlier tour's folder, with ``overwrite=True``).
+    dataset : str, optional
+        ``"drosophila_vnc_sstem"`` (the default when ``None``), another manifest dataset with
+        mitochondria labels, or ``"synthetic"``. See :func:`resolve_dataset` for the offline fallback.
+    device : str
+        ``"auto"`` (CUDA, MPS, else CPU), ``"cpu"``, ``"cuda"`` ...; a requested device that is missing
+        is an error.
+    quick : bool
+        A few minutes on a laptop CPU: 6 sections of 256 x 256, a few training iterations. The full
+        tour uses the notebooks' defaults (20 sections of 1024 x 1024, minutes of training).
+    offline : bool
+        Never download data (use the cache, else the phantom).
+    overwrite : bool
+        Replace an earlier tour in ``out``.
+    notebooks : str or Path, optional
+        Folder of the notebooks (default: :func:`find_notebooks`).
+    progress : bool
+        A line per step and papermill's progress bar over each notebook's cells.
+    command : str, optional
+        How the run was started, for the record (the command line passes its own).
+
+    Returns
+    -------
+    TourResult
+        The folder, the report's path and the record.
+
+    Raises
+    ------
+    KeyError, ValueError, ConnectionError
+        Bad dataset or device (before anything runs); see :func:`resolve_dataset`.
+    FileExistsError, PermissionError
+        ``out`` is not empty, or not writable.
+    TourError
+        A notebook failed. The report is still written (marking the failed step), and the executed
+        notebook holds the traceback.
+
+    Examples
+    --------
+    >>> res = tour("/tmp/vemkit-tour", quick=True)  # doctest: +SKIP
+    >>> res.report  # doctest: +SKIP
+    PosixPath('/tmp/vemkit-tour/report.html')
+    """
+    import nbformat
+    import papermill as pm
+
+    if dataset is not None:
+        _check_dataset_name(dataset)
+    device_info = _device(device)
+    nb_dir = find_notebooks(notebooks)
+    out = _prepare_out(out, overwrite)
+    started = time.time()
+    say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+    say(f"vemkit tour{' --quick' if quick else ''}: notebooks {nb_dir} -> {out}")
+    data = resolve_dataset(dataset, offline=offline, progress=progress)
+    say(f"data: {data['name']}" + (" (synthetic phantom, no download)" if data["name"] == "synthetic" else
+                                   f" ({len(data['files'])} files verified in {data['folder']})"))
+    say(f"device: {device_info['resolved']} ({device_info['name']})")
+    record = {
+        "vemkit_tour": 1, "status": "running", "quick": quick, "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
+        "out": str(out), "notebooks_dir": str(nb_dir), "kernel_python": sys.executable, "dataset": data, "device": device_info,
+        "versions": _versions(), "machine": _machine(), "source": _source(), "steps": [], "models": [],
+    }
+    (out / "notebooks").mkdir(exist_ok=True)
+    previous: dict = {}
+    failure = None
+    with _kernel_of_this_python() as kernel:
+        for i, stem in enumerate(NOTEBOOKS, 1):
+            params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
+                                     data_dir=data.get("cache"), previous=previous)
+            source, executed = nb_dir / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb"
+            step = {"notebook": stem, "title": TITLES[stem], "parameters": params, "output_dir": params["OUTPUT_DIR"],
+                    "executed": str(executed), "status": "running", "seconds": None, "metrics": None}
+            record["steps"].append(step)
+            say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} ...")
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel,
+                                    progress_bar=progress, cwd=str(out))
+            except BaseException as err:  # noqa: BLE001 - recorded, reported, re-raised below
+                step["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                step["error"] = f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()[:2000]
+                failure = err
+            step["seconds"] = round(time.perf_counter() - t0, 1)
+            step["load_average"] = _load_average()  # over the step's last minutes: how busy the machine was
+            step["peak_rss_gib"] = _children_peak_rss()  # the largest kernel (or its worker) so far
+            _restore_kernelspec(executed, source)
+            metrics_path = Path(params["OUTPUT_DIR"]) / "metrics.json"
+            if failure is None:
+                step["status"] = "ok"
+                step["metrics"] = previous[stem] = json.loads(metrics_path.read_text())
+                say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} done in {step['seconds']:.0f} s")
+            else:
+                say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} {step['status']} after {step['seconds']:.0f} s")
+                break
+    for stem in NOTEBOOKS[len(record["steps"]):]:
+        record["steps"].append({"notebook": stem, "title": TITLES[stem], "status": "not run", "seconds": None,
+                                "metrics": None, "parameters": None, "executed": None})
+    record["models"] = _models(previous)
+    record["seconds"] = round(time.time() - started, 1)
+    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    record["status"] = "complete" if failure is None else "failed"
+    report = _write_record(record, out)
+    if failure is not None:
+        if isinstance(failure, KeyboardInterrupt):
+            raise failure
+        bad = next(s for s in record["steps"] if s["status"] in ("failed", "interrupted"))
+        raise TourError(f"notebook {bad['notebook']} failed: {bad['error']}\nexecuted notebook with the traceback: "
+                        f"{bad['executed']}\npartial report: {report}") from failure
+    say(f"tour complete in {record['seconds']:.0f} s: {report}")
+    return TourResult(out=out, report=report, record=record)
