@@ -221,6 +221,22 @@ def test_label_free_scores_and_predict_sections_shapes(phantom):
         predict_sections(model, img, voxel_size=(40, 5, 5), sections=[9])
 
 
+def test_domain_functions_take_a_model_directory(tmp_path, phantom):
+    img, _ = phantom
+    model = _model()
+    model.save(tmp_path / "m")
+    p_obj, _ = predict_sections(model, img, voxel_size=(40, 5, 5), sections=[0])
+    p_dir, _ = predict_sections(tmp_path / "m", img, voxel_size=(40, 5, 5), sections=[0])
+    assert np.allclose(p_obj, p_dir, atol=1e-5)
+    assert label_free_scores(str(tmp_path / "m"), img, voxel_size=(40, 5, 5)) == label_free_scores(
+        model, img, voxel_size=(40, 5, 5))
+    gap = domain_gap(tmp_path / "m", img, img, source_voxel_size=(40, 5, 5), target_voxel_size=(40, 5, 5),
+                     n_patches=10, patch=32)
+    assert gap.zoom == 1.0
+    with pytest.raises((FileNotFoundError, ValueError)):
+        domain_gap(tmp_path / "missing", img, img, source_voxel_size=(40, 5, 5), target_voxel_size=(40, 5, 5))
+
+
 # ---------------------------------------------------------------------------------------- adaptation
 @pytest.mark.parametrize("method", ["ynet", "dann"])
 def test_adapt_trains_and_saves_a_model_directory(tmp_path, phantom, method):

@@ -41,6 +41,15 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _as_model(model):
+    """A SegmentationModel as it is, or one loaded from a model directory."""
+    from .models import SegmentationModel, load_model
+
+    if isinstance(model, SegmentationModel):
+        return model
+    return load_model(model)
+
+
 def _unwrap(image, name, voxel_size=None):
     from ._volume import unwrap_volume
     from ._voxel import check_voxel_size
@@ -85,7 +94,7 @@ def load_sections(model, image, *, voxel_size=None, sections=None, max_sections:
 
     Parameters
     ----------
-    model : SegmentationModel
+    model : SegmentationModel or path
     image : path, Volume or array (Z, Y, X)
     voxel_size : (z, y, x) nm, optional
         Overrides the image's.
@@ -110,6 +119,7 @@ def load_sections(model, image, *, voxel_size=None, sections=None, max_sections:
     >>> x.shape, picked, factor
     ((3, 80, 80), [0, 2, 5], 2.0)
     """
+    model = _as_model(model)
     from ._intensity import apply_mapping, input_mapping
 
     data, vs = _unwrap(image, "image", voxel_size)
@@ -168,6 +178,7 @@ def predict_sections(model, image, *, voxel_size=None, sections=None, max_sectio
     >>> p.shape, picked
     ((2, 2, 30, 30), [0, 3])
     """
+    model = _as_model(model)
     from ._device import resolve_device
 
     if model.ndim != 2:
@@ -321,7 +332,7 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
 
     Parameters
     ----------
-    model : SegmentationModel
+    model : SegmentationModel or path
         Not changed.
     target : path, Volume or array (Z, Y, X)
     n_patches, patch, batch_size : int
@@ -342,6 +353,7 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
     >>> adapted.training["adaptation"]["method"]
     'adabn'
     """
+    model = _as_model(model)
     import torch
 
     from ._device import resolve_device
@@ -500,6 +512,7 @@ def label_free_scores(model, image, *, voxel_size=None, sections=None, max_secti
     >>> sorted(label_free_scores(model, img, voxel_size=(50, 5, 5)))
     ['confidence', 'flip_agreement', 'foreground_fraction', 'sections']
     """
+    model = _as_model(model)
     from ._device import resolve_device
 
     dev = resolve_device(device)
@@ -567,7 +580,7 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
 
     Parameters
     ----------
-    model : SegmentationModel
+    model : SegmentationModel or path
         A 2D model trained on ``source``.
     source, target : path, Volume or array (Z, Y, X)
     source_voxel_size, target_voxel_size : (z, y, x) nm, optional
@@ -594,6 +607,7 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
     >>> round(gap.zoom, 2), gap.advice[0].split(":")[0]
     (2.0, 'resample')
     """
+    model = _as_model(model)
     from scipy.stats import wasserstein_distance
 
     from ._device import resolve_device
