@@ -66,7 +66,7 @@ def _check_base(base, dataset):
     return path
 
 
-def run_unet(image, ann, test, truth, classes, *, base, minutes, iterations, seed, device, workdir, tag):
+def run_unet(image, ann, test, truth, classes, *, base, minutes, iterations, seed, device, workdir, tag, tta=False):
     from vemkit.io import open_volume
     from vemkit.predict import predict_volume
     from vemkit.train import finetune, plan_training
@@ -79,8 +79,13 @@ def run_unet(image, ann, test, truth, classes, *, base, minutes, iterations, see
     t0 = time.perf_counter()
     res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, overwrite=True, progress=False)
     pred = np.asarray(open_volume(res.labels).data)
-    return {"iou": _iou(pred[test] == 1, truth[test]), "train_s": round(train_s, 1),
-            "iterations": model.training["iterations"], "predict_s": round(time.perf_counter() - t0, 1)}
+    out = {"iou": _iou(pred[test] == 1, truth[test]), "train_s": round(train_s, 1),
+           "iterations": model.training["iterations"], "predict_s": round(time.perf_counter() - t0, 1)}
+    if tta:  # the same model, predicted with flip test-time augmentation
+        res = predict_volume(model, image, Path(workdir) / f"{tag}-tta.ome.zarr", device=device, tta=True,
+                             overwrite=True, progress=False)
+        out["iou_tta"] = _iou(np.asarray(open_volume(res.labels).data)[test] == 1, truth[test])
+    return out
 
 
 def run_rf(image, ann, test, truth, classes, *, seed, workdir, tag, n_estimators=100):
@@ -110,6 +115,7 @@ def main(argv=None):
     p.add_argument("--curve", default="1,2,4,8", help="isbi-curve: numbers of annotated sections")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tta", action="store_true", help="also score the U-Nets with flip test-time augmentation")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     import torch
@@ -149,16 +155,17 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 if method == "finetuned":
                     r = run_unet(image, ann, test, truth, classes, base=base, minutes=minutes, iterations=args.iterations, seed=args.seed,
-                                 device=device, workdir=workdir, tag=f"ft{len(sections)}")
+                                 device=device, workdir=workdir, tag=f"ft{len(sections)}", tta=args.tta)
                 elif method == "scratch":
                     r = run_unet(image, ann, test, truth, classes, base=None, minutes=minutes, iterations=args.iterations, seed=args.seed,
-                                 device=device, workdir=workdir, tag=f"sc{len(sections)}")
+                                 device=device, workdir=workdir, tag=f"sc{len(sections)}", tta=args.tta)
                 elif method == "rf":
                     r = run_rf(image, ann, test, truth, classes, seed=args.seed, workdir=workdir, tag=f"rf{len(sections)}")
                 else:
                     raise SystemExit(f"unknown method {method!r}")
                 row[method] = r
-                print(f"  {len(sections)} section(s) {sections}: {method:9s} IoU {r['iou']:.3f}  "
+                tta_note = f" (with flip TTA {r['iou_tta']:.3f})" if "iou_tta" in r else ""
+                print(f"  {len(sections)} section(s) {sections}: {method:9s} IoU {r['iou']:.3f}{tta_note}  "
                       f"(train {r['train_s']:.0f} s{', ' + str(r.get('iterations')) + ' it' if 'iterations' in r else ''}; "
                       f"total {time.perf_counter() - t0:.0f} s)", flush=True)
             results.append(row)

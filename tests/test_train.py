@@ -122,6 +122,31 @@ def test_interrupted_training_resumes_from_its_checkpoint(phantom, tmp_path, mon
         torch.testing.assert_close(va, vb, msg=k)
 
 
+def test_base_model_head_keeps_the_weights_of_classes_it_already_knows(phantom, tmp_path):
+    from vemkit.train import _build_network
+
+    image, ann = phantom
+    torch.manual_seed(0)
+    base = SegmentationModel(UNet(ndim=2, out_channels=3, base_channels=4, depth=2),
+                             ["background", "membrane", "mitochondria"], voxel_size=(40, 8, 8))
+    base.save(tmp_path / "base")
+    w, b = base.network.head.weight.detach().clone(), base.network.head.bias.detach().clone()
+    plan = plan_training(image, ann, device="cpu", patch=(1, 64, 64), batch_size=2)
+    net, note = _build_network(plan, ["background", "Mito", "boundary_distance"], (40, 8, 8), tmp_path / "base")
+    assert net.head.weight.shape[0] == 3 and net.out_channels == 3
+    torch.testing.assert_close(net.head.weight[0], w[0], rtol=0, atol=1e-3)  # float16 on disk
+    torch.testing.assert_close(net.head.weight[1], w[2], rtol=0, atol=1e-3)  # "Mito" is the base's mitochondria
+    torch.testing.assert_close(net.head.bias[1], b[2], rtol=0, atol=1e-3)
+    assert not torch.allclose(net.head.weight[2], w[1], atol=1e-3)  # an output the base never had starts afresh
+    assert "mitochondria" in note and "Mito <- mitochondria" in note
+    same, note_same = _build_network(plan, ["Background", "membranes", "mito"], (40, 8, 8), tmp_path / "base")
+    assert note_same is None and same.out_channels == 3  # the same outputs under aliases: the head is kept
+    other, note_other = _build_network(plan, ["bg", "synapse"], (40, 8, 8), tmp_path / "base")
+    assert "background <- " not in note_other and "bg <- background" in note_other
+    fresh, note_fresh = _build_network(plan, ["cells", "synapse"], (40, 8, 8), tmp_path / "base")
+    assert "starts afresh" in note_fresh
+
+
 def test_base_model_head_is_replaced_and_dimensionality_checked(phantom, tmp_path, capsys):
     image, ann = phantom
     base = SegmentationModel(UNet(ndim=2, out_channels=3, base_channels=4, depth=2),

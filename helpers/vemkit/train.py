@@ -505,12 +505,28 @@ def _extra_target_losses(extra_logits, labels, names):
 
 
 # ----------------------------------------------------------------------------------------- training
-def _build_network(plan, n_out, voxel_size, base):
-    """A fresh U-Net for the plan, or the base model's with a new head for these classes."""
+_CLASS_ALIASES = {"bg": "background", "mito": "mitochondria", "mitochondrion": "mitochondria",
+                  "membranes": "membrane", "boundary": "membrane", "boundaries": "membrane"}
+
+
+def _class_key(name):
+    name = str(name).strip().lower()
+    return _CLASS_ALIASES.get(name, name)
+
+
+def _build_network(plan, outputs, voxel_size, base):
+    """A fresh U-Net for the plan, or the base model's with a head for these outputs.
+
+    ``outputs`` names the output channels (classes, then extra targets). Where the base's head differs,
+    a new head is made, and every output the base already has under the same name (or a common alias:
+    ``mito`` for ``mitochondria``, ``boundary`` for ``membrane``...) starts from the base's weights
+    for it, so fine-tuning starts from what the base knows of that class instead of from noise.
+    """
     import torch
 
     from .models import UNET_SIZES, UNet, load_model
 
+    n_out = len(outputs)
     if base is None:
         base_channels, depth = UNET_SIZES[plan.model_size]
         vs = voxel_size if (plan.ndim == 3 and plan.anisotropic) else None
@@ -522,14 +538,26 @@ def _build_network(plan, n_out, voxel_size, base):
     if net.ndim != plan.ndim:
         raise ValueError(f"the base model {path.name!r} is {net.ndim}D but the plan is {plan.ndim}D: pass "
                          f"ndim={net.ndim} to the plan or base='none' to train from scratch")
-    note = None
-    if net.out_channels != n_out or model.classes[: n_out] != model.classes:
-        Conv = torch.nn.Conv3d if net.ndim == 3 else torch.nn.Conv2d
-        net.head = Conv(net.channels[0], n_out, 1)
-        net.out_channels = n_out
-        note = (f"the base model's head ({model.n_classes + len(model.extra_targets)} outputs: "
-                f"{model.classes + model.extra_targets}) was replaced by a new one for {n_out} outputs; "
-                "encoder and decoder keep their pretrained weights")
+    base_outputs = list(model.classes) + list(model.extra_targets)
+    if [_class_key(o) for o in base_outputs] == [_class_key(o) for o in outputs]:
+        return net, None
+    old = net.head
+    Conv = torch.nn.Conv3d if net.ndim == 3 else torch.nn.Conv2d
+    net.head = Conv(net.channels[0], n_out, 1)
+    net.out_channels = n_out
+    index = {_class_key(o): i for i, o in enumerate(base_outputs)}
+    carried = []
+    with torch.no_grad():
+        for j, o in enumerate(outputs):
+            i = index.get(_class_key(o))
+            if i is not None and i < old.out_channels:
+                net.head.weight[j].copy_(old.weight[i])
+                net.head.bias[j].copy_(old.bias[i])
+                carried.append(f"{o} <- {base_outputs[i]}")
+    note = (f"the base model's head ({len(base_outputs)} outputs: {base_outputs}) was replaced by one for "
+            f"{list(outputs)}; " + (f"carried over from the base: {', '.join(carried)}; " if carried else
+                                    "no output matches one of the base's, so the head starts afresh; ")
+            + "encoder and decoder keep their pretrained weights")
     return net, note
 
 
@@ -647,7 +675,7 @@ def finetune(
     weights = list(plan.class_weights) + [1.0] * (n_classes - len(plan.class_weights))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net, head_note = _build_network(plan, n_classes + len(extra_targets), vs, base)
+    net, head_note = _build_network(plan, classes + list(extra_targets), vs, base)
     if head_note and progress:
         print(head_note)
     net = net.to(dev)
