@@ -8,6 +8,10 @@ on the sections no method was trained on. Two experiments:
 - ``--experiment isbi-curve``: ISBI 2012 membranes, IoU against the number of annotated sections
   (1, 2, 4, 8 from sections 0-19), tested on sections 20-29 — "how many sections must I annotate?".
 
+Each mask is also scored after dropping objects smaller than ``--min-size-nm3`` (notebook 05's default,
+2e6 nm³), ``--tta`` scores the U-Nets with flip test-time augmentation too, ``--plan KEY=JSON`` overrides
+a field of their training plan, and ``--keep DIR`` keeps the models and probabilities.
+
 A base model must not have seen the test labels: ``em2d-small`` never saw the VNC stack (use it for
 ``vnc``); ``em2d-small-vnc`` never saw ISBI (use it for ``isbi-curve``); the script refuses a base
 model whose training record lists the test dataset.
@@ -21,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -66,29 +71,44 @@ def _check_base(base, dataset):
     return path
 
 
-def run_unet(image, ann, test, truth, classes, *, base, minutes, iterations, seed, device, workdir, tag, tta=False):
+def run_unet(image, ann, test, truth, classes, *, base, minutes, iterations, seed, device, workdir, tag, tta=False,
+             overrides=None, min_size_nm3=None):
     from vemkit.io import open_volume
     from vemkit.predict import predict_volume
     from vemkit.train import finetune, plan_training
 
-    plan = plan_training(image, ann, device=device, base=base)
+    plan = plan_training(image, ann, device=device, base=base, **(overrides or {}))
     t0 = time.perf_counter()
     model = finetune(image, ann, classes=classes, base=base, plan=plan, minutes=minutes, iterations=iterations,
-                     validation=None, device=device, seed=seed, progress=False)
+                     validation=None, device=device, seed=seed, progress=False,
+                     out=Path(workdir) / f"{tag}.model", overwrite=True)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, overwrite=True, progress=False)
+    res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, probabilities=True,
+                         overwrite=True, progress=False)
     pred = np.asarray(open_volume(res.labels).data)
     out = {"iou": _iou(pred[test] == 1, truth[test]), "train_s": round(train_s, 1),
            "iterations": model.training["iterations"], "predict_s": round(time.perf_counter() - t0, 1)}
+    if min_size_nm3:
+        out["iou_min_size"] = _iou(_size_filtered(pred == 1, min_size_nm3, image.voxel_size)[test], truth[test])
     if tta:  # the same model, predicted with flip test-time augmentation
         res = predict_volume(model, image, Path(workdir) / f"{tag}-tta.ome.zarr", device=device, tta=True,
                              overwrite=True, progress=False)
-        out["iou_tta"] = _iou(np.asarray(open_volume(res.labels).data)[test] == 1, truth[test])
+        pred = np.asarray(open_volume(res.labels).data)
+        out["iou_tta"] = _iou(pred[test] == 1, truth[test])
+        if min_size_nm3:
+            out["iou_tta_min_size"] = _iou(_size_filtered(pred == 1, min_size_nm3, image.voxel_size)[test], truth[test])
     return out
 
 
-def run_rf(image, ann, test, truth, classes, *, seed, workdir, tag, n_estimators=100):
+def _size_filtered(mask, min_size_nm3, voxel_size):
+    """The mask without objects smaller than min_size_nm3 (26-connected), as notebook 05 drops them."""
+    from vemkit.instances import connected_components
+
+    return connected_components(mask, min_size_nm3=min_size_nm3, voxel_size=voxel_size) > 0
+
+
+def run_rf(image, ann, test, truth, classes, *, seed, workdir, tag, n_estimators=100, min_size_nm3=None):
     from vemkit.io import open_volume
     from vemkit.pixel_classifier import PixelClassifier
 
@@ -99,8 +119,11 @@ def run_rf(image, ann, test, truth, classes, *, seed, workdir, tag, n_estimators
     t0 = time.perf_counter()
     out = clf.predict_to(image, Path(workdir) / f"{tag}.ome.zarr", overwrite=True, progress=False)
     pred = np.asarray(open_volume(out).data)
-    return {"iou": _iou(pred[test] == 1, truth[test]), "train_s": round(train_s, 1),
-            "predict_s": round(time.perf_counter() - t0, 1)}
+    r = {"iou": _iou(pred[test] == 1, truth[test]), "train_s": round(train_s, 1),
+         "predict_s": round(time.perf_counter() - t0, 1)}
+    if min_size_nm3:
+        r["iou_min_size"] = _iou(_size_filtered(pred == 1, min_size_nm3, image.voxel_size)[test], truth[test])
+    return r
 
 
 def main(argv=None):
@@ -117,6 +140,14 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--tta", action="store_true", help="also score the U-Nets with flip test-time augmentation")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--min-size-nm3", type=float, default=2e6,
+                   help="also score each mask after dropping objects smaller than this (nm^3; default 2e6, "
+                        "notebook 05's default; 0 to skip)")
+    p.add_argument("--plan", action="append", default=[], metavar="KEY=JSON",
+                   help="override a field of the U-Nets' training plan, e.g. --plan class_weights=[1,1] "
+                        "--plan foreground_fraction=0.33 (repeatable)")
+    p.add_argument("--keep", help="keep the trained models and predictions (with probabilities) in this folder "
+                                  "instead of a temporary one, to study the errors afterwards")
     args = p.parse_args(argv)
     import torch
 
@@ -130,6 +161,12 @@ def main(argv=None):
     methods = args.methods.split(",")
     if "finetuned" in methods:
         base = str(_check_base(base, dataset))
+    overrides = {}
+    for item in args.plan:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value)
+    if overrides:
+        print("plan overrides:", overrides)
     runs = []
     if args.experiment == "vnc":
         sections = [int(s) for s in (args.sections or "0,10").split(",")]
@@ -147,7 +184,9 @@ def main(argv=None):
           f"device {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}); U-Net budget {budget} each")
     results = []
-    with tempfile.TemporaryDirectory() as workdir:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()) as workdir:
         for sections in runs:
             ann = _annotations(truth, sections)
             row = {"sections": sections}
@@ -155,16 +194,22 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 if method == "finetuned":
                     r = run_unet(image, ann, test, truth, classes, base=base, minutes=minutes, iterations=args.iterations, seed=args.seed,
-                                 device=device, workdir=workdir, tag=f"ft{len(sections)}", tta=args.tta)
+                                 device=device, workdir=workdir, tag=f"ft{len(sections)}", tta=args.tta, overrides=overrides,
+                                 min_size_nm3=args.min_size_nm3)
                 elif method == "scratch":
                     r = run_unet(image, ann, test, truth, classes, base=None, minutes=minutes, iterations=args.iterations, seed=args.seed,
-                                 device=device, workdir=workdir, tag=f"sc{len(sections)}", tta=args.tta)
+                                 device=device, workdir=workdir, tag=f"sc{len(sections)}", tta=args.tta, overrides=overrides,
+                                 min_size_nm3=args.min_size_nm3)
                 elif method == "rf":
-                    r = run_rf(image, ann, test, truth, classes, seed=args.seed, workdir=workdir, tag=f"rf{len(sections)}")
+                    r = run_rf(image, ann, test, truth, classes, seed=args.seed, workdir=workdir, tag=f"rf{len(sections)}",
+                               min_size_nm3=args.min_size_nm3)
                 else:
                     raise SystemExit(f"unknown method {method!r}")
                 row[method] = r
-                tta_note = f" (with flip TTA {r['iou_tta']:.3f})" if "iou_tta" in r else ""
+                tta_note = "".join(f", {label} {r[key]:.3f}" for key, label in
+                                   [("iou_min_size", "objects >= min size"), ("iou_tta", "flip TTA"),
+                                    ("iou_tta_min_size", "TTA + min size")] if key in r)
+                tta_note = f" ({tta_note[2:]})" if tta_note else ""
                 print(f"  {len(sections)} section(s) {sections}: {method:9s} IoU {r['iou']:.3f}{tta_note}  "
                       f"(train {r['train_s']:.0f} s{', ' + str(r.get('iterations')) + ' it' if 'iterations' in r else ''}; "
                       f"total {time.perf_counter() - t0:.0f} s)", flush=True)
@@ -176,7 +221,7 @@ def main(argv=None):
     for row in results:
         print(f"{len(row['sections']):8d} | " + " | ".join(f"{row[m]['iou']:.3f}".rjust(len(m) + 4) for m in methods))
     if args.json:
-        Path(args.json).write_text(json.dumps({"experiment": args.experiment, "base": base, "budget": budget,
+        Path(args.json).write_text(json.dumps({"experiment": args.experiment, "base": base, "budget": budget, "plan": overrides,
                                                "test_sections": test, "results": results}, indent=1))
 
 

@@ -1,5 +1,7 @@
 """U-Net training: the planner, loss masking, fine-tuning, checkpoints, model directories."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -30,8 +32,12 @@ def test_plan_chooses_2d_for_sparse_anisotropic_and_3d_for_dense_isotropic():
     dense[10:30, 30:60, 30:60] = 2
     plan3 = plan_training(np.zeros((40, 96, 96), np.uint8), dense, voxel_size=(8, 8, 8), device="cpu")
     assert plan3.ndim == 3 and not plan3.anisotropic and plan3.patch[0] > 1
-    # class weights favour the rare class; every choice can be overridden
-    assert plan3.class_weights[1] > plan3.class_weights[0]
+    # the cross-entropy is not weighted (Dice and sampling balance the classes); the reason offers
+    # inverse-square-root weights that favour the rare class; every choice can be overridden
+    assert plan3.class_weights == [1.0, 1.0]
+    offered = re.search(r"class_weights=\[([^\]]+)\]", plan3.reasons["class_weights"]).group(1)
+    w_bg, w_fg = (float(v) for v in offered.split(","))
+    assert w_fg > w_bg and w_fg + w_bg == pytest.approx(2.0, abs=0.01)
     over = plan_training(np.zeros((40, 96, 96), np.uint8), dense, voxel_size=(8, 8, 8), device="cpu",
                          ndim=2, batch_size=2)
     assert over.ndim == 2 and over.batch_size == 2 and over.reasons["batch_size"] == "set by the user"

@@ -415,7 +415,9 @@ def _training_details(t: dict) -> dict:
         details["optimizer"] = "torch.optim.AdamW"
         details["learning_rate_schedule"] = "polynomial decay"
     if plan:
-        details["loss_function"] = "weighted cross-entropy + Dice (unlabelled voxels ignored)"
+        weighted = len(set(plan.get("class_weights") or [1.0])) > 1
+        details["loss_function"] = (f"{'weighted ' if weighted else ''}cross-entropy + Dice "
+                                    "(unlabelled voxels ignored)")
     if t.get("seconds") is not None:
         details["training_duration"] = float(t["seconds"]) / 3600.0
     return details

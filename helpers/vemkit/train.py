@@ -2,10 +2,10 @@
 
 - :func:`plan_training` fingerprints the data (voxel size, where the annotations are, class
   balance, device memory) and chooses 2D / anisotropic 3D / 3D, patch and batch size, normalisation,
-  sampling and class weights, nnU-Net style; every choice says why and can be overridden.
+  sampling and class weights (1 unless overridden), nnU-Net style; every choice says why and can be overridden.
 - :func:`finetune` trains a :class:`~vemkit.models.SegmentationModel` from a base model (or from
   scratch) under a time or iteration budget: 0-valued annotations are ignored by every loss,
-  weighted cross-entropy plus Dice, foreground-biased patches, augmentations
+  cross-entropy (optionally class-weighted) plus Dice, foreground-biased patches, augmentations
   (:mod:`vemkit.augment`), mixed precision on GPU, validation on held-out annotated sections,
   checkpoints and resume, a progress bar and a live loss/IoU plot.
 - :func:`list_base_models` / :func:`base_model_path`: the pretrained base models shipped with vemkit.
@@ -115,7 +115,8 @@ class TrainingPlan:
                 ("normalisation", json.dumps(self.normalization)),
                 ("sampling", f"{self.foreground_fraction:.0%} of patches centred on a foreground class"),
                 ("class weights", ", ".join(f"{w:.2f}" for w in self.class_weights)),
-                ("loss", f"weighted cross-entropy + {self.dice_weight:g} x Dice, unlabelled voxels ignored"),
+                ("loss", f"{'' if len(set(self.class_weights)) <= 1 else 'weighted '}cross-entropy + "
+                         f"{self.dice_weight:g} x Dice, unlabelled voxels ignored"),
                 ("augmentation", self.augment),
                 ("optimiser", f"AdamW lr {self.lr:g}, weight decay {self.weight_decay:g}, poly decay"),
                 ("validation", f"sections {self.validation_sections}" if self.validation_sections else "none"),
@@ -288,7 +289,14 @@ def plan_training(image, annotations, *, voxel_size=None, device="auto", memory_
     w[present] = 1.0 / np.sqrt(freq[present] / freq[present].sum())
     w[present] /= w[present].mean()
     w = np.clip(w, 0.2, 5.0)
-    reasons["class_weights"] = "inverse square root of each class's share of annotated voxels (clipped to 0.2-5)"
+    # Dice and foreground-centred patches already balance the classes (nnU-Net's recipe); weighting the
+    # cross-entropy as well over-segments the rare class (benchmarks/transfer.py, VNC mitochondria).
+    reasons["class_weights"] = ("1 for every class: the Dice term and the foreground-centred patches already "
+                                "balance rare classes, and weighting the cross-entropy as well made "
+                                "mitochondria over-segmented; to weigh rare classes up anyway, pass "
+                                "class_weights=[" + ", ".join(f"{v:.2f}" for v in w) + "] (inverse square "
+                                "root of each class's share of annotated voxels)")
+    w = np.where(present, 1.0, 0.0)
     fg_share = freq[1:].sum() / freq.sum()
     fg_fraction = 0.5 if fg_share < 0.3 else 0.33
     reasons["foreground_fraction"] = f"foreground is {fg_share:.1%} of the annotated voxels"
