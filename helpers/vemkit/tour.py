@@ -47,7 +47,7 @@ TITLES = {
 _SIZES = {False: {"MAX_SECTIONS": 20, "CROP_YX": 1024}, True: {"MAX_SECTIONS": 6, "CROP_YX": 256}}
 _QUICK = {
     "02_annotate": {"N_TREES": 20, "SCRIBBLE_SECTIONS": "0,3"},
-    "03_transfer_learning": {"ITERATIONS": 8, "COMPARE": False, "CURVE_SECTIONS": ""},
+    "03_transfer_learning": {"ITERATIONS": 24, "COMPARE": False, "CURVE_SECTIONS": ""},
     "04_gpu_inference": {"USE_DASK": False},
     "05_quantify": {"SKELETON": True},
 }
