@@ -151,6 +151,11 @@ def test_base_model_head_keeps_the_weights_of_classes_it_already_knows(phantom, 
     assert "background <- " not in note_other and "bg <- background" in note_other
     fresh, note_fresh = _build_network(plan, ["cells", "synapse"], (40, 8, 8), tmp_path / "base")
     assert "starts afresh" in note_fresh
+    # an extra target (instance boundaries) is not the class "membrane", whatever the aliases say
+    plan.extra_targets = ["boundary"]
+    extra, note_extra = _build_network(plan, ["background", "mito", "boundary"], (40, 8, 8), tmp_path / "base")
+    assert "mito <- mitochondria" in note_extra and "boundary <- " not in note_extra
+    assert not torch.allclose(extra.head.weight[2], w[1], atol=1e-3)
 
 
 def test_base_model_head_is_replaced_and_dimensionality_checked(phantom, tmp_path, capsys):

@@ -547,17 +547,24 @@ def _build_network(plan, outputs, voxel_size, base):
         raise ValueError(f"the base model {path.name!r} is {net.ndim}D but the plan is {plan.ndim}D: pass "
                          f"ndim={net.ndim} to the plan or base='none' to train from scratch")
     base_outputs = list(model.classes) + list(model.extra_targets)
-    if [_class_key(o) for o in base_outputs] == [_class_key(o) for o in outputs]:
+    n_base_classes = len(model.classes)
+    n_classes = len(outputs) - len(plan.extra_targets)
+
+    def keys(names, n_cls):  # classes match classes (with aliases), extra targets match by name only
+        return [("class", _class_key(o)) if k < n_cls else ("extra", str(o)) for k, o in enumerate(names)]
+
+    base_keys, out_keys = keys(base_outputs, n_base_classes), keys(outputs, n_classes)
+    if base_keys == out_keys:
         return net, None
     old = net.head
     Conv = torch.nn.Conv3d if net.ndim == 3 else torch.nn.Conv2d
     net.head = Conv(net.channels[0], n_out, 1)
     net.out_channels = n_out
-    index = {_class_key(o): i for i, o in enumerate(base_outputs)}
+    index = {k: i for i, k in enumerate(base_keys)}
     carried = []
     with torch.no_grad():
         for j, o in enumerate(outputs):
-            i = index.get(_class_key(o))
+            i = index.get(out_keys[j])
             if i is not None and i < old.out_channels:
                 net.head.weight[j].copy_(old.weight[i])
                 net.head.bias[j].copy_(old.bias[i])
