@@ -68,8 +68,9 @@ def test_blockwise_equals_whole_volume_inside(which, model2d, model3d, tmp_path)
     model = model3d if which == "3d" else model2d
     vol = _volume((20, 88, 100) if which == "3d" else (3, 120, 100))
     block = (8, 32, 32) if which == "3d" else (2, 48, 48)
+    # float32 (amp=False): the reference is float32, and the test is of the blocks, not the precision
     res = predict_volume(model, vol, tmp_path / "p.ome.zarr", device="cpu", block=block, probabilities=True,
-                         prob_dtype="float32", progress=False)
+                         prob_dtype="float32", amp=False, progress=False)
     assert res.halo == model.halo and res.blocks > 6
     got = zarr.open_array(str(tmp_path / "p.ome.zarr" / "0"))[:]
     ref = _whole(model.network, vol, model.ndim)
@@ -84,13 +85,28 @@ def test_blockwise_equals_whole_volume_inside(which, model2d, model3d, tmp_path)
 def test_tta_averages_flips(model2d, tmp_path):
     vol = _volume((2, 64, 64), seed=3)
     predict_volume(model2d, vol, tmp_path / "t.ome.zarr", device="cpu", block=(2, 64, 64), halo=(0, 0, 0),
-                   tta=True, probabilities=True, labels=False, prob_dtype="float32", progress=False)
+                   tta=True, probabilities=True, labels=False, prob_dtype="float32", amp=False, progress=False)
     got = zarr.open_array(str(tmp_path / "t.ome.zarr" / "0"))[:]
     x = torch.from_numpy(vol)[:, None]
     with torch.inference_mode():
         acc = sum(torch.flip(torch.softmax(model2d.network(torch.flip(x, f) if f else x), 1), f) if f
                   else torch.softmax(model2d.network(x), 1) for f in [(), (2,), (3,), (2, 3)]) / 4
     np.testing.assert_allclose(got, acc.transpose(0, 1).numpy(), atol=2e-5)
+
+
+def test_bfloat16_prediction_agrees_with_float32(model2d, tmp_path):
+    vol = _volume((3, 96, 96), seed=5)
+    probs = {}
+    for amp in ("bf16", False):
+        res = predict_volume(model2d, vol, tmp_path / f"{amp}.ome.zarr", device="cpu", amp=amp, probabilities=True,
+                             prob_dtype="float32", progress=False)
+        assert res.amp == ("bf16" if amp else "none")
+        probs[amp] = zarr.open_array(str(tmp_path / f"{amp}.ome.zarr" / "0"))[:]
+    diff = np.abs(probs["bf16"] - probs[False])
+    assert diff.max() < 0.05 and diff.mean() < 0.005, (diff.max(), diff.mean())
+    assert (probs["bf16"].argmax(0) == probs[False].argmax(0)).mean() > 0.99
+    with pytest.raises(ValueError, match="not available on the CPU"):
+        predict_volume(model2d, vol, tmp_path / "fp16.ome.zarr", device="cpu", amp="fp16", progress=False)
 
 
 def test_outputs_read_back_with_pyramid_and_voxel_size(model2d, tmp_path):
@@ -217,7 +233,7 @@ def test_bare_torch_module_runs(tmp_path):
 
     res = predict_volume(_Wrapped(conv), Volume.from_array(vol, voxel_size=(30, 4, 4)), tmp_path / "b.ome.zarr", device="cpu", halo=(0, 2, 2),
                          block=(1, 16, 16), probabilities=True, prob_dtype="float32",
-                         intensity_range=(0, 1), progress=False)
+                         intensity_range=(0, 1), amp=False, progress=False)
     got = zarr.open_array(str(tmp_path / "b.ome.zarr" / "0"))[:]
     with torch.inference_mode():
         ref = torch.softmax(conv(torch.from_numpy(vol)[:, None]), 1).transpose(0, 1).numpy()

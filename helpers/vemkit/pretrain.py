@@ -145,7 +145,7 @@ def _load_source(name, sections=None, seed=0):
 def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vnc_sections=None,
              minutes: float | None = 20.0, iterations: int | None = None, model_size: str = "small",
              patch: int = 256, batch_size: int = 4, device="auto", seed: int = 0, lr: float = 1e-3,
-             description: str = "", progress: bool = True, half: bool = True):
+             description: str = "", progress: bool = True, half: bool = True, amp="auto"):
     """Train a 2D base model on several labelled EM sources and save it as a model directory.
 
     Parameters
@@ -165,6 +165,8 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         One line for :func:`vemkit.train.list_base_models`.
     half : bool
         Store weights as float16 (half the size).
+    amp : "auto", "bf16", "fp16" or False
+        Mixed precision, as in :func:`vemkit.train.finetune`.
 
     Returns
     -------
@@ -177,7 +179,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     from ._device import resolve_device
     from .augment import AugmentConfig, Augmenter
     from .models import UNET_SIZES, SegmentationModel, UNet
-    from .train import masked_losses, run_environment
+    from .train import _training_precision, masked_losses, run_environment
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -191,7 +193,9 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     for name in sources:
         loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
     base_channels, depth = UNET_SIZES[model_size]
-    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth).to(dev)
+    amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
+    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth)
+    net = net.to(dev) if fmt is None else net.to(dev, memory_format=fmt)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     augmenter = Augmenter(AugmentConfig.default(), ndim=2)
     gen = torch.Generator().manual_seed(seed)
@@ -222,7 +226,11 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         y = torch.from_numpy(np.stack(labs).astype(np.int64)).to(dev)
         x, y, _ = augmenter(x, y + 1, generator=gen)  # its labels: 0 = unlabelled (also what enters from outside)
         y = y - 1
-        logits = net(x)
+        if fmt is not None:
+            x = x.contiguous(memory_format=fmt)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(x)
+        logits = logits.float()
         loss = marginal_cross_entropy(logits, y, sets[k])
         if src.sets is _FULL:
             loss = loss + masked_losses(logits, y)[2]
@@ -230,8 +238,13 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
             two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
             loss = loss + masked_losses(two, y)[2]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         step += 1
         bar.update(1)
         history["iteration"].append(step)
@@ -239,7 +252,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         history["loss"].append(float(loss.detach()))
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", source=src.name[:8])
     bar.close()
-    net.eval().cpu()
+    net.eval().cpu().to(memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - t0
     record = {
         "description": description or f"2D {model_size} U-Net: {', '.join(sources)}",
@@ -253,6 +266,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         "iterations": step,
         "seconds": round(seconds, 1),
         **run_environment(dev, seed),
+        "amp": amp_r,
         "history": history,
     }
     model = SegmentationModel(net, CLASSES, voxel_size=(50.0, TARGET_PIXEL_NM, TARGET_PIXEL_NM),
