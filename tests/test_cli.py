@@ -148,24 +148,25 @@ def test_train_unet_then_predict_then_export(tmp_path, capsys):
     model_dir = tmp_path / "model"
     assert main(["train", "--method", "unet", "--image", str(image), "--annotations", str(ann_path),
                  "--classes", "background,membrane", "--out", str(model_dir), "--iterations", "2",
-                 "--base", "em2d-small", "--quiet"]) == 0
+                 "--base", "em2d-small", "--amp", "off", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "trained a 2D U-Net (from em2d-small) for 2 iterations" in out
     model = load_model(model_dir)
     assert model.classes == ["background", "membrane"] and model.training["base"] == "em2d-small"
+    assert model.training["amp"] == "none"  # --amp off: float32
     assert main(["train", "--method", "unet", "--image", str(image), "--annotations", str(ann_path),
                  "--out", str(model_dir), "--iterations", "1", "--quiet"]) == 2  # never overwritten unasked
     assert "already holds a model" in capsys.readouterr().err
     pred = tmp_path / "pred.ome.zarr"
     assert main(["predict", "--model", str(model_dir), "--image", str(image), "--out", str(pred), "--device", "cpu",
-                 "--probabilities", "--quiet"]) == 0
+                 "--probabilities", "--amp", "bf16", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "predicted" in out and "labels:" in out
     labels = open_volume(f"{pred}:/labels/segmentation")
     assert labels.shape == (4, 96, 96) and labels.voxel_size == (40.0, 5.0, 5.0)
     # a second call resumes: nothing left to do
     assert main(["predict", "--model", str(model_dir), "--image", str(image), "--out", str(pred), "--device", "cpu",
-                 "--probabilities", "--quiet"]) == 0
+                 "--probabilities", "--amp", "bf16", "--quiet"]) == 0
     assert "(1 already done)" in capsys.readouterr().out
     pytest.importorskip("bioimageio.spec")
     assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "model.zip")]) == 0

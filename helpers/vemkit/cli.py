@@ -145,7 +145,7 @@ def _train_unet(args, image, annotations, classes):
         print(plan)
     model = finetune(image, annotations, classes=classes, base=base, out=out, plan=plan, minutes=args.minutes,
                      iterations=args.iterations, device=args.device, seed=args.seed, overwrite=args.overwrite,
-                     extra_targets=tuple(args.extra_targets.split(",")) if args.extra_targets else (),
+                     amp=_amp(args.amp), extra_targets=tuple(args.extra_targets.split(",")) if args.extra_targets else (),
                      progress=not args.quiet)
     rec = model.training
     val = f", validation IoU {rec['final_val_iou']:.3f}" if rec.get("final_val_iou") is not None else ""
@@ -154,13 +154,19 @@ def _train_unet(args, image, annotations, classes):
     return 0
 
 
+def _amp(value):
+    """The --amp choice as the amp argument of the Python API."""
+    return False if value == "off" else value
+
+
 def _cmd_pretrain(args):
     from .pretrain import pretrain
 
     model = pretrain(args.out, sources=tuple(args.sources.split(",")),
                      vnc_sections=[int(v) for v in args.vnc_sections.split(",")] if args.vnc_sections else None,
                      minutes=args.minutes, iterations=args.iterations, model_size=args.model_size, patch=args.patch,
-                     batch_size=args.batch_size, device=args.device, seed=args.seed, progress=not args.quiet)
+                     batch_size=args.batch_size, device=args.device, seed=args.seed, amp=_amp(args.amp),
+                     progress=not args.quiet)
     print(f"pretrained {model.training['iterations']} iterations in {model.training['seconds'] / 60:.1f} min; "
           f"saved {args.out} (see its MODEL_CARD.md)")
     return 0
@@ -253,7 +259,7 @@ def _predict_network(args, image):
         client = Client(args.scheduler)
     try:
         res = predict_volume(args.model, image, args.out, block=args.block, halo=args.halo,
-                             batch_size=args.batch_size, device=args.device, tta=args.tta,
+                             batch_size=args.batch_size, device=args.device, tta=args.tta, amp=_amp(args.amp),
                              probabilities=args.probabilities, client=client, resume=not args.no_resume,
                              overwrite=args.overwrite, progress=not args.quiet)
     finally:
@@ -429,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-targets", help="unet: boundary,distance output channels for splitting objects")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
@@ -444,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pretrain)
@@ -489,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="blocks per network call (default: planned)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask scheduler address (tcp://host:8786): spread blocks over its workers")
     p.add_argument("--no-resume", action="store_true", help="refuse to finish an interrupted run")
