@@ -210,6 +210,25 @@ def test_cpu_mixed_precision_follows_the_hardware_and_still_learns(phantom, tmp_
         assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
 
 
+@pytest.mark.parametrize("amp", ["bf16", False])
+def test_pretrain_writes_a_base_model_finetune_can_start_from(tmp_path, amp):
+    from vemkit.pretrain import pretrain
+
+    out = tmp_path / "base"
+    model = pretrain(out, sources=("phantom",), iterations=3, model_size="tiny", patch=64, batch_size=2,
+                     device="cpu", amp=amp, progress=False)
+    assert model.training["iterations"] == 3 and model.training["amp"] == ("bf16" if amp else "none")
+    assert len(model.training["history"]["loss"]) == 3 and all(np.isfinite(model.training["history"]["loss"]))
+    assert (out / "MODEL_CARD.md").exists()
+    loaded = load_model(out)
+    assert loaded.classes == model.classes and loaded.network.ndim == 2
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():  # stored as float16: the same network to half precision
+        torch.testing.assert_close(loaded.network(x), model.network.eval()(x), atol=0.05, rtol=0.05)
+    with pytest.raises(FileExistsError, match="not empty"):
+        pretrain(out, sources=("phantom",), iterations=1, device="cpu", progress=False)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_finetune_on_real_membranes_improves_validation_iou(shared_data):

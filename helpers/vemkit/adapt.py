@@ -280,7 +280,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     from ._device import resolve_device
     from .augment import AugmentConfig, Augmenter
     from .domain import _replace_network, _unwrap, adapt_batchnorm, histogram_normalization, load_sections
-    from .train import _training_precision, masked_losses, run_environment
+    from .train import _optimizer_step, _training_precision, masked_losses, run_environment
 
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
@@ -372,14 +372,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
             domain = domain.view(-1, *([1] * (d.ndim - 1))).expand_as(d)
             aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d.float(), domain)
             loss = seg + aux_loss
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        _optimizer_step(loss, opt, scaler)
         step += 1
         history["iteration"].append(step)
         history["seconds"].append(round(time.perf_counter() - start, 2))

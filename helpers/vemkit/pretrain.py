@@ -179,7 +179,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     from ._device import resolve_device
     from .augment import AugmentConfig, Augmenter
     from .models import UNET_SIZES, SegmentationModel, UNet
-    from .train import _training_precision, masked_losses, run_environment
+    from .train import _optimizer_step, _training_precision, masked_losses, run_environment
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -237,14 +237,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         else:  # Dice on the one class the partial labels fully determine (membrane)
             two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
             loss = loss + masked_losses(two, y)[2]
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        _optimizer_step(loss, opt, scaler)
         step += 1
         bar.update(1)
         history["iteration"].append(step)

@@ -760,14 +760,7 @@ def finetune(
         loss, _ce, _dice = masked_losses(logits[:, :n_classes], y, cw, plan.dice_weight)
         if extra_targets:
             loss = loss + _extra_target_losses(logits[:, n_classes:], y, list(extra_targets))
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        _optimizer_step(loss, opt, scaler)
         step += 1
         bar.update(1)
         history["iteration"].append(step)
@@ -836,6 +829,18 @@ def _training_precision(amp, dev, ndim):
     fmt = (torch.channels_last_3d if ndim == 3 else torch.channels_last) if dev.type == "cpu" else None
     scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
     return name, dtype, fmt, scaler
+
+
+def _optimizer_step(loss, opt, scaler=None):
+    """Backward pass and optimiser step, through the fp16 loss scaler when there is one."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
 
 
 def run_environment(device, seed) -> dict:
