@@ -318,7 +318,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
     net = copy.deepcopy(model.network)
     aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
-    net, aux = (net.to(dev), aux.to(dev)) if fmt is None else (net.to(dev, memory_format=fmt), aux.to(dev, memory_format=fmt))
+    net, aux = net.to(dev, memory_format=fmt), aux.to(dev, memory_format=fmt)
     opt = torch.optim.AdamW(list(net.parameters()) + list(aux.parameters()), lr=lr, weight_decay=1e-4)
     augmenter = Augmenter(AugmentConfig.default(), ndim=2)
     gen = torch.Generator().manual_seed(seed)
@@ -348,9 +348,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         ya = ya - 1
         xb, _, _ = augmenter(torch.from_numpy(b_img), torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64),
                              generator=gen)
-        xa, xb = xa.to(dev), xb.to(dev)
-        if fmt is not None:
-            xa, xb = xa.contiguous(memory_format=fmt), xb.contiguous(memory_format=fmt)
+        xa, xb = xa.to(dev).contiguous(memory_format=fmt), xb.to(dev).contiguous(memory_format=fmt)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             # one forward pass per domain: BatchNorm normalises each with its own statistics, as it will
             # at prediction time after the AdaBN refresh below

@@ -159,6 +159,12 @@ def _amp(value):
     return False if value == "off" else value
 
 
+def _add_amp(parser):
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                        help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; "
+                             "off = float32")
+
+
 def _cmd_pretrain(args):
     from .pretrain import pretrain
 
@@ -435,8 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-targets", help="unet: boundary,distance output channels for splitting objects")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
+    _add_amp(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
@@ -452,8 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
+    _add_amp(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pretrain)
@@ -499,8 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="blocks per network call (default: planned)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision: auto = bf16/fp16 on CUDA, bf16 on a CPU with AMX, else float32; off = float32")
+    _add_amp(p)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask scheduler address (tcp://host:8786): spread blocks over its workers")
     p.add_argument("--no-resume", action="store_true", help="refuse to finish an interrupted run")

@@ -194,8 +194,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
     base_channels, depth = UNET_SIZES[model_size]
     amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
-    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth)
-    net = net.to(dev) if fmt is None else net.to(dev, memory_format=fmt)
+    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth).to(dev, memory_format=fmt)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     augmenter = Augmenter(AugmentConfig.default(), ndim=2)
     gen = torch.Generator().manual_seed(seed)
@@ -226,8 +225,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         y = torch.from_numpy(np.stack(labs).astype(np.int64)).to(dev)
         x, y, _ = augmenter(x, y + 1, generator=gen)  # its labels: 0 = unlabelled (also what enters from outside)
         y = y - 1
-        if fmt is not None:
-            x = x.contiguous(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             logits = net(x)
         logits = logits.float()

@@ -695,7 +695,7 @@ def finetune(
     if head_note and progress:
         print(head_note)
     amp_r, dtype, fmt, scaler = _training_precision(amp, dev, plan.ndim)
-    net = net.to(dev) if fmt is None else net.to(dev, memory_format=fmt)
+    net = net.to(dev, memory_format=fmt)
     low, high = intensity_range(data, plan.normalization.get("lower", 1.0), plan.normalization.get("upper", 99.0))
     img, lab, offset = _load_region(data, ann, plan, low, high, n_classes)
     val_sections = [z - offset[0] for z in plan.validation_sections] if validation in ("auto", None) and plan.ndim == 2 else []
@@ -753,8 +753,7 @@ def finetune(
         # the augmenter's labels are 0 = unlabelled, 1 = background (what enters from outside a patch is 0)
         x, y, _ = augmenter(x, y + 1, generator=gen)
         y = y - 1
-        if fmt is not None:
-            x = x.contiguous(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             logits = net(x)
         loss, _ce, _dice = masked_losses(logits[:, :n_classes], y, cw, plan.dice_weight)
@@ -814,11 +813,12 @@ def finetune(
 
 
 def _training_precision(amp, dev, ndim):
-    """How a training loop runs on ``dev``: (amp name, autocast dtype or None, memory format or None,
-    GradScaler or None).
+    """How a training loop runs on ``dev``: (amp name, autocast dtype or None, memory format, GradScaler
+    or None).
 
     Channels-last on the CPU, where oneDNN's convolutions (and AMX bfloat16) skip a reorder of every
-    activation; the autocast dtype follows :func:`vemkit.predict._resolve_amp`; fp16 gets a loss scaler.
+    activation, the standard layout elsewhere; the autocast dtype follows
+    :func:`vemkit.predict._resolve_amp`; fp16 gets a loss scaler.
     """
     import torch
 
@@ -826,7 +826,7 @@ def _training_precision(amp, dev, ndim):
 
     name = _resolve_amp(amp, dev)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-    fmt = (torch.channels_last_3d if ndim == 3 else torch.channels_last) if dev.type == "cpu" else None
+    fmt = (torch.channels_last_3d if ndim == 3 else torch.channels_last) if dev.type == "cpu" else torch.contiguous_format
     scaler = torch.amp.GradScaler("cuda") if name == "fp16" else None
     return name, dtype, fmt, scaler
 
