@@ -627,7 +627,7 @@ def finetune(
         Extra output channels for splitting touching objects (:mod:`vemkit.instances`).
     amp : "auto", "bf16", "fp16" or False
         Mixed precision. "auto": bf16 (else fp16) on CUDA, bf16 on a CPU with bfloat16 matrix units
-        (Intel AMX; about 3x the float32 steps per second there), float32 elsewhere.
+        (Intel AMX; 2.2-2.9x faster steps than float32 there, ``benchmarks/cpu_precision.py``), float32 elsewhere.
     checkpoint_every : float
         Seconds between checkpoints (``out/checkpoint.pt``); a run with the same ``out`` resumes.
     eval_every : int, optional
