@@ -164,7 +164,7 @@ def test_seeded_watershed_with_boundaries_and_distances(phantom):
     labels = seeded_watershed(fg, boundary.astype(np.float32), voxel_size=phantom.voxel_size)
     assert matched_fraction(labels, truth, 0.8) >= 0.9
     # a normalised distance map per object (1 in the centre) as the seed source
-    from vemkit.instances import _distance_transform
+    from vemkit._geometry import distance_transform as _distance_transform
 
     dist = np.zeros(truth.shape, np.float32)
     for i, box in enumerate(ndi.find_objects(truth), start=1):

@@ -1,5 +1,9 @@
-"""Lazy blockwise application of a function that needs context (a halo) around each block.
+"""The block grid: blocks of a volume, read with a halo of context (clipped or mirrored).
 
+Every blockwise stage (prediction, instances, features, measurements) tiles a volume with
+:func:`block_grid` / :func:`block_starts` and reads each block with :func:`read_clipped` (the halo
+stops at the volume's border: exactly what a whole-volume computation sees) or :func:`read_with_halo`
+(the halo is mirrored past the border, as a whole-volume computation pads).
 :func:`map_with_halo` turns ``fn(block_with_halo) -> result`` into a lazy dask array of results: each
 output block reads its region plus the halo from the source (mirrored at the volume's borders, the same
 way a whole-volume computation pads), applies ``fn`` and crops the halo away. The result is a dask
@@ -9,9 +13,96 @@ Not for: choosing block sizes for a device (the inference issue's planner does t
 
 from __future__ import annotations
 
+import itertools
+import math
+import uuid
+
 import numpy as np
 
-__all__ = ["map_with_halo", "read_with_halo"]
+__all__ = [
+    "block_grid",
+    "block_starts",
+    "check_block",
+    "map_with_halo",
+    "padded",
+    "read_clipped",
+    "read_with_halo",
+]
+
+
+def check_block(block, shape, name: str = "block"):
+    """``block`` as three positive ints (z, y, x), clipped to ``shape``; a clear error otherwise.
+
+    Examples
+    --------
+    >>> check_block((4, 512, 512), (2, 100, 1000))
+    (2, 100, 512)
+    """
+    try:
+        block = tuple(int(b) for b in block)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be three positive integers (z, y, x), got {block!r}") from None
+    if len(block) != 3 or min(block) < 1:
+        raise ValueError(f"{name} must be three positive integers (z, y, x), got {block!r}")
+    return tuple(min(b, max(int(n), 1)) for b, n in zip(block, shape))
+
+
+def block_starts(shape, block):
+    """The start corner of every block of ``block`` voxels tiling ``shape``, in C order.
+
+    Examples
+    --------
+    >>> block_starts((1, 3, 5), (1, 2, 4))
+    [(0, 0, 0), (0, 0, 4), (0, 2, 0), (0, 2, 4)]
+    """
+    ranges = [range(0, int(n), int(b)) for n, b in zip(shape, block)]
+    return [tuple(s) for s in itertools.product(*ranges)]
+
+
+def block_grid(shape, block):
+    """``(regions, counts)``: block index -> region (tuple of slices) for every block tiling ``shape``
+    (edge blocks are cut at the volume), and the number of blocks per axis.
+
+    Examples
+    --------
+    >>> regions, counts = block_grid((1, 3, 5), (1, 2, 4))
+    >>> counts, regions[(0, 1, 1)]
+    ((1, 2, 2), (slice(0, 1, None), slice(2, 3, None), slice(4, 5, None)))
+    """
+    counts = [math.ceil(int(n) / int(b)) for n, b in zip(shape, block)]
+    regions = {}
+    for idx in itertools.product(*(range(c) for c in counts)):
+        regions[idx] = tuple(slice(i * b, min((i + 1) * b, n)) for i, b, n in zip(idx, block, shape))
+    return regions, tuple(counts)
+
+
+def padded(block, halo):
+    """The shape of ``block`` grown by ``halo`` on both sides of every axis.
+
+    Examples
+    --------
+    >>> padded((1, 64, 64), (0, 8, 8))
+    (1, 80, 80)
+    """
+    return tuple(int(b) + 2 * int(h) for b, h in zip(block, halo))
+
+
+def read_clipped(source, region, halo):
+    """``(block, inner)``: ``source[region]`` grown by ``halo`` but clipped at the volume (never
+    padded), and where ``region`` lies inside the block read.
+
+    Examples
+    --------
+    >>> block, inner = read_clipped(np.arange(5)[None, None, :], (slice(0, 1), slice(0, 1), slice(0, 2)), (0, 0, 2))
+    >>> block[0, 0], inner[2]
+    (array([0, 1, 2, 3]), slice(0, 2, None))
+    """
+    outer, inner = [], []
+    for sl, h, n in zip(region, halo, source.shape):
+        lo, hi = max(sl.start - h, 0), min(sl.stop + h, n)
+        outer.append(slice(lo, hi))
+        inner.append(slice(sl.start - lo, sl.stop - lo))
+    return np.asarray(source[tuple(outer)]), tuple(inner)
 
 
 def read_with_halo(source, region, halo):
@@ -103,8 +194,6 @@ def map_with_halo(fn, source, *, halo, chunks, dtype, n_channels: int | None = N
         out = np.asarray(fn(data))
         crop = tuple(slice(h, h + (b - a)) for h, (a, b) in zip(halo, loc))
         return out[(Ellipsis, *crop)].astype(dtype, copy=False)
-
-    import uuid
 
     out_chunks = ((int(n_channels),), *grid) if n_channels else grid
     return da.map_blocks(block, dtype=dtype, chunks=out_chunks, name=f"{name}-{uuid.uuid4().hex}",

@@ -16,6 +16,8 @@ import numpy as np
 __all__ = [
     "default_chunks",
     "pyramid_factors",
+    "remove_tree",
+    "set_ome_attrs",
     "write_multiscale",
 ]
 
@@ -251,3 +253,15 @@ def remove_tree(path: Path):
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def set_ome_attrs(group, version, content: dict):
+    """Merge ``content`` into a group's OME-NGFF metadata: top-level attributes for NGFF 0.4, under
+    ``"ome"`` (with its version) for 0.5."""
+    if version == "0.4":
+        group.attrs.update(content)
+    else:
+        ome = dict(group.attrs.get("ome", {}))
+        ome.update(content)
+        ome["version"] = "0.5"
+        group.attrs["ome"] = ome

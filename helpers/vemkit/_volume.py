@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ._voxel import VoxelSize, check_voxel_size
 
-__all__ = ["Volume", "MissingVoxelSizeWarning", "as_dask", "unwrap_volume"]
+__all__ = ["Volume", "MissingVoxelSizeWarning", "as_dask"]
 
 
 class MissingVoxelSizeWarning(UserWarning):
@@ -133,33 +132,3 @@ def as_dask(array, chunks="auto"):
     if isinstance(array, da.Array):
         return array
     return da.from_array(array, chunks=chunks)
-
-
-def unwrap_volume(obj, name: str):
-    """``(array, voxel size or None)`` for a path, a :class:`Volume` or an array of shape (Z, Y, X).
-
-    Paths are opened lazily (:func:`vemkit.io.open_volume`), Volumes give their dask data and voxel
-    size, array-likes (numpy, dask, zarr, h5py) pass through, anything else becomes a numpy array.
-
-    Raises
-    ------
-    ValueError
-        Naming ``name``, when the data is not 3D.
-    """
-    import numpy as np
-
-    carried = None
-    if isinstance(obj, (str, Path)):
-        from .io import open_volume
-
-        obj = open_volume(obj, warn_missing_voxel_size=False)
-    if isinstance(obj, Volume):
-        carried = obj.voxel_size
-        obj = obj.data
-    if not hasattr(obj, "shape") or not hasattr(obj, "dtype"):
-        obj = np.asarray(obj)
-    if len(obj.shape) != 3:
-        shape = tuple(int(s) for s in obj.shape)
-        hint = f" (for a single 2D section pass {name}[None])" if len(shape) == 2 else ""
-        raise ValueError(f"{name} must be a 3D (z, y, x) array, got shape {shape}{hint}")
-    return obj, carried

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import ConvBlock
+
 __all__ = ["METHODS", "DomainClassifier", "GradientReversal", "ReconstructionDecoder", "adapt", "grad_reverse"]
 
 #: What :func:`adapt` can do.
@@ -108,7 +110,6 @@ class ReconstructionDecoder(nn.Module):
 
     def __init__(self, unet):
         super().__init__()
-        from .models import _ConvBlock
 
         ndim, ch, pools, kernels = unet.ndim, unet.channels, unet.pools, unet.kernels
         ConvT = nn.ConvTranspose3d if ndim == 3 else nn.ConvTranspose2d
@@ -116,7 +117,7 @@ class ReconstructionDecoder(nn.Module):
         layers = []
         for level in reversed(range(len(pools))):
             layers.append(ConvT(ch[level + 1], ch[level], pools[level], stride=pools[level]))
-            layers.append(_ConvBlock(ndim, ch[level], ch[level], kernels[level], False))
+            layers.append(ConvBlock(ndim, ch[level], ch[level], kernels[level], False))
         layers.append(Conv(ch[0], unet.in_channels, 1))
         self.layers = nn.Sequential(*layers)
 

@@ -42,6 +42,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from ._colours import LABEL_PALETTE
+
 __all__ = ["AugmentConfig", "Augmenter", "preview"]
 
 _PADDINGS = ("reflection", "border")
@@ -758,7 +760,6 @@ def preview(image, labels, config=None, n: int = 8, seed: int = 0, *, isotropic:
     from matplotlib.colors import to_rgba
     from matplotlib.figure import Figure
 
-    from .viz import _LABEL_PALETTE
 
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
@@ -803,7 +804,7 @@ def preview(image, labels, config=None, n: int = 8, seed: int = 0, *, isotropic:
         edge &= lbl != 0
         rgba = np.zeros(lbl.shape + (4,), dtype=np.float32)
         for value in np.unique(lbl[edge]):
-            rgba[edge & (lbl == value)] = to_rgba(_LABEL_PALETTE[(int(value) - 1) % len(_LABEL_PALETTE)])
+            rgba[edge & (lbl == value)] = to_rgba(LABEL_PALETTE[(int(value) - 1) % len(LABEL_PALETTE)])
         return rgba
 
     panels = len(sections)

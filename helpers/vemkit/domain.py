@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._inputs import as_volume_array
+
 __all__ = [
     "DomainGap",
     "adapt_batchnorm",
@@ -51,12 +53,8 @@ def _as_model(model):
 
 
 def _unwrap(image, name, voxel_size=None):
-    from ._volume import unwrap_volume
-    from ._voxel import check_voxel_size
-
-    data, vs = unwrap_volume(image, name)
-    vs = voxel_size or vs
-    return data, (check_voxel_size(vs) if vs is not None else None)
+    data, vs, _ = as_volume_array(image, name, voxel_size=voxel_size or None)
+    return data, vs
 
 
 def _zoom_factor(voxel_size, to_voxel_size):

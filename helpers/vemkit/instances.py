@@ -29,6 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import as_volume_array
+
+from ._geometry import distance_transform
+
 __all__ = [
     "connected_components",
     "distance_watershed",
@@ -78,33 +82,6 @@ def _max_voxels(size_nm3, voxel_size, name: str) -> int | None:
     if voxel_size is None:
         raise ValueError(f"{name} is in nm³ and needs voxel_size=(z, y, x) in nm")
     return math.floor(size / float(np.prod(voxel_size)) + 1e-9)
-
-
-def _distance_transform(mask: np.ndarray, voxel_size) -> np.ndarray:
-    """Physical distance (nm) of every mask voxel to the nearest background voxel (0 outside).
-
-    The volume border is not background (as :func:`scipy.ndimage.distance_transform_edt`), so objects
-    cut by the border are not thinned there. Uses the ``edt`` package (multi-threaded, anisotropic),
-    or scipy when it is not installed. An array without any background (a block inside a large
-    object) gets the length of its diagonal everywhere: a flat plateau, not infinity.
-    """
-    if mask.size and mask.all():
-        diagonal = float(np.sqrt(sum((n * v) ** 2 for n, v in zip(mask.shape, voxel_size))))
-        return np.full(mask.shape, diagonal, dtype=np.float32)
-    try:
-        import edt
-    except ImportError:  # pragma: no cover - edt is a dependency; scipy is the slower fallback
-        from scipy import ndimage as ndi
-
-        return ndi.distance_transform_edt(mask, sampling=voxel_size).astype(np.float32)
-    import os
-
-    return edt.edt(
-        np.ascontiguousarray(mask, dtype=bool),
-        anisotropy=tuple(float(v) for v in voxel_size),
-        black_border=False,
-        parallel=max(1, min(8, os.cpu_count() or 1)),
-    ).astype(np.float32, copy=False)
 
 
 def _components(mask: np.ndarray, connectivity: int = 6):
@@ -406,7 +383,7 @@ def distance_watershed(mask, voxel_size=None, *, min_distance_nm: float = 100.0,
     min_voxels = _min_voxels(min_size_nm3, vs, "min_size_nm3")
     if not array.any():
         return np.zeros(array.shape, dtype=np.uint32)
-    distance = _distance_transform(array, vs)
+    distance = distance_transform(array, vs)
     markers = _distance_seeds(distance, array, vs, min_distance_nm, h)
     labels = watershed(-distance, markers, mask=array).astype(np.uint32, copy=False)
     labels = _add_unseeded(labels, array)
@@ -540,14 +517,7 @@ def seeded_watershed(foreground_prob, boundary_prob=None, distance=None, *, thre
 
 def _open_source(source, voxel_size):
     """(array that can be sliced block by block, voxel size or None)."""
-    from ._volume import unwrap_volume
-
-    source, carried = unwrap_volume(source, "mask_or_volume")
-    vs = None
-    if voxel_size is not None or carried is not None:
-        from ._voxel import check_voxel_size
-
-        vs = check_voxel_size(voxel_size if voxel_size is not None else carried)
+    source, vs, _ = as_volume_array(source, "mask_or_volume", voxel_size=voxel_size)
     return source, vs
 
 

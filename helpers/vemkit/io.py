@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._omezarr import remove_tree, set_ome_attrs, write_multiscale
 from ._readers import FORMATS_HELP, SUPPORTED_DTYPES, detect_format, read, split_key, to_zyx
 from ._volume import MissingVoxelSizeWarning, Volume, as_dask
 from ._voxel import check_voxel_size
@@ -115,7 +116,6 @@ def open_volume(
 
 
 def _check_target(path: Path, overwrite: bool, what: str):
-    from ._omezarr import remove_tree
 
     if path.exists():
         if not overwrite:
@@ -191,7 +191,6 @@ def write_ome_zarr(
     import dask
     import zarr
 
-    from ._omezarr import write_multiscale
 
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
@@ -244,21 +243,11 @@ def write_ome_zarr(
         root, data, vs, name=name, version=version, chunks=chunks, levels=levels, kind=kind,
         memory_bytes=memory_bytes, progress=progress,
     )
-    _set_ome_attrs(root, version, {"multiscales": [ms]})
+    set_ome_attrs(root, version, {"multiscales": [ms]})
     for lname, larr in label_arrays.items():
         write_labels(path, lname, larr, voxel_size=vs, chunks=chunks, levels=levels,
                      memory_limit=memory_bytes, progress=progress)
     return path
-
-
-def _set_ome_attrs(group, version, content: dict):
-    if version == "0.4":
-        group.attrs.update(content)
-    else:
-        ome = dict(group.attrs.get("ome", {}))
-        ome.update(content)
-        ome["version"] = "0.5"
-        group.attrs["ome"] = ome
 
 
 def _image_version(root) -> str:
@@ -308,7 +297,6 @@ def write_labels(
     import dask
     import zarr
 
-    from ._omezarr import write_multiscale
 
     root = zarr.open_group(str(image_path), mode="r+")
     version = _image_version(root)
@@ -347,10 +335,10 @@ def write_labels(
         image_label["colors"] = [
             {"label-value": int(k), "rgba": [int(c) for c in v]} for k, v in sorted(colors.items())
         ]
-    _set_ome_attrs(group, version, {"multiscales": [ms], "image-label": image_label})
+    set_ome_attrs(group, version, {"multiscales": [ms], "image-label": image_label})
     if name not in existing:
         existing.append(name)
-    _set_ome_attrs(labels_group, version, {"labels": existing})
+    set_ome_attrs(labels_group, version, {"labels": existing})
     return f"{image_path}:/labels/{name}"
 
 

@@ -70,6 +70,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import as_volume_array
+
+from ._geometry import PAD, distance_transform, object_field, object_mesh
+
 __all__ = [
     "DEFAULT_PROPERTIES",
     "PROPERTIES",
@@ -102,11 +106,9 @@ def _shape_of(array):
 
 def _source(array, name: str, lazy: bool):
     """(sliceable array, voxel size it carries): Volumes give their dask data, paths are opened."""
-    from ._volume import unwrap_volume
-
     if not lazy and isinstance(array, (str, Path)):
         array = np.asarray(array)  # the in-memory table takes arrays, not paths: reported as not 3D
-    array, carried = unwrap_volume(array, name)
+    array, carried, _ = as_volume_array(array, name)
     if not lazy and not isinstance(array, np.ndarray):
         array = np.asarray(array.compute() if hasattr(array, "compute") else array)
     return array, carried
@@ -272,11 +274,10 @@ def _contact_field(labels_ext, other_ext, inner, vs):
 def _distance_field(other_ext, inner, vs, max_distance_nm):
     """Per voxel of the core: physical distance to the nearest nonzero ``other`` voxel (inf if none
     within reach)."""
-    from .instances import _distance_transform
 
     if not (other_ext != 0).any():
         return np.full(tuple(s.stop - s.start for s in inner), np.inf)
-    d = _distance_transform(other_ext == 0, vs)[inner].astype(np.float64)
+    d = distance_transform(other_ext == 0, vs)[inner].astype(np.float64)
     if max_distance_nm is not None:
         d[d > max_distance_nm] = np.inf
     return d
@@ -285,90 +286,13 @@ def _distance_field(other_ext, inner, vs, max_distance_nm):
 # --------------------------------------------------------------------------------------------------
 # per-object geometry on a crop: one smooth field, then its surface and its skeleton
 
-#: Padding (sections, rows, columns) around an object's bounding box for its field.
-_PAD = (1, 2, 2)
-
-#: Crops smaller than this many voxels use scipy's distance transform (less overhead per call);
-#: larger ones the multi-threaded ``edt`` package.
-_SMALL_EDT = 200_000
-
 #: The skeleton is computed on a near-isotropic resampling of at most about this many object voxels.
 _SKELETON_VOXELS = 30_000
 
 
-def _planar_edt(mask, vs, far):
-    """Distance (nm) of every True voxel to the nearest False voxel of its own section (z plane).
-
-    One 3D transform with the z spacing set to ``far`` (longer than any in-plane distance), so the
-    nearest voxel is always found in-plane: the same numbers as a 2D transform per section, without a
-    call per section.
-    """
-    sampling = (far, float(vs[1]), float(vs[2]))
-    if mask.size < _SMALL_EDT:
-        from scipy import ndimage as ndi
-
-        return ndi.distance_transform_edt(mask, sampling=sampling).astype(np.float32)
-    import edt
-
-    return edt.edt(np.ascontiguousarray(mask), anisotropy=sampling, black_border=False, parallel=1)
-
-
-def _object_field(obj, vs):
-    """Signed field (nm, positive inside) of an object crop padded by ``_PAD``, ready for contouring.
-
-    Each section holds its in-plane signed distance to the object's outline, so linear interpolation
-    between sections (marching cubes, resampling) morphs one outline into the next (shape-based
-    interpolation) instead of stepping. A section without the object next to one with it closes the
-    object: half-way to it (as the voxel cuboids do) where the outline was flat, and earlier near the
-    rim where the outline was already shrinking towards it (the signed distance extrapolated from the
-    two last sections), so the rounded ends of balls and tubes cut along their side are not walled
-    off by a vertical step of half a section.
-    """
-    padded = np.zeros(tuple(n + 2 * p for n, p in zip(obj.shape, _PAD)), dtype=bool)
-    padded[tuple(slice(p, p + n) for p, n in zip(_PAD, obj.shape))] = obj
-    far = 2.0 * math.hypot(padded.shape[1] * vs[1], padded.shape[2] * vs[2]) + 1.0
-    sdf = _planar_edt(padded, vs, far)
-    sdf -= _planar_edt(~padded, vs, far)
-    filled = padded.any(axis=(1, 2))
-    n = len(filled)
-    cap = np.float32(-10 * max(vs))
-    closing = {}
-    for k in np.flatnonzero(~filled):
-        near = []
-        for j, beyond in ((k - 1, k - 2), (k + 1, k + 2)):
-            if 0 <= j < n and filled[j]:
-                value = -np.abs(sdf[j])
-                if 0 <= beyond < n and filled[beyond]:
-                    value = np.minimum(value, 2 * sdf[j] - sdf[beyond])
-                near.append(value)
-        closing[k] = np.maximum.reduce(near) if near else None
-    for k, value in closing.items():
-        sdf[k] = cap if value is None else value
-    return sdf
-
-
-def _object_mesh(field, vs, step_size=1):
-    """Marching-cubes mesh (vertices in nm within the padded crop, faces) of the zero level of
-    ``field`` (see :func:`_object_field`) after a Gaussian of half the smallest voxel size has
-    rounded the in-plane pixel staircase."""
-    from scipy import ndimage as ndi
-    from skimage.measure import marching_cubes
-
-    sigma = 0.5 * min(vs)
-    smooth = field
-    for axis, v in enumerate(vs):
-        if sigma / v >= 0.125:  # a thinner Gaussian is the identity at scipy's truncation (radius 0)
-            smooth = ndi.gaussian_filter1d(smooth, sigma / v, axis=axis)
-    if smooth.max() <= 0:  # smoothing swallowed a speck: contour the unsmoothed field
-        smooth = field
-    verts, faces, _, _ = marching_cubes(smooth, 0.0, spacing=tuple(float(v) for v in vs), step_size=step_size,
-                                        allow_degenerate=True)
-    return verts, faces
-
-
 def _surface_area(field, vs):
-    """Area (nm²) of the object's smooth surface (:func:`_object_mesh`)."""
-    return _mesh_area(*_object_mesh(field, vs))
+    """Area (nm²) of the object's smooth surface (:func:`object_mesh`)."""
+    return _mesh_area(*object_mesh(field, vs))
 
 
 def _mesh_area(verts, faces):
@@ -423,7 +347,7 @@ def _ray_to_surface(field, spacing, start, direction, reach):
 
 
 def _skeleton(field, vs, n_voxels):
-    """(length in nm, number of branches) of the object whose field (:func:`_object_field`) is given.
+    """(length in nm, number of branches) of the object whose field (:func:`object_field`) is given.
 
     Why this way: thinning (:func:`skimage.morphology.skeletonize`, Lee 1994) gives a curve skeleton
     and ``skan`` (a dependency, for skeleton graphs in physical units) its graph. TEASAR (kimimaro)
@@ -571,7 +495,7 @@ def _simplify_graph(edges, node_radius, typical):
 
 def _measure_object(obj, vs, surface, skeleton):
     """The per-object columns that need the object's shape: a dict for one table row."""
-    field = _object_field(obj, vs)
+    field = object_field(obj, vs)
     out = {}
     if surface:
         out["surface_area_nm2"] = _surface_area(field, vs)
@@ -1016,9 +940,9 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
             raise ValueError(f"column {c!r} is not numeric (dtype {df[c].dtype})")
     if by is not None and by not in df.columns:
         raise ValueError(f"by={by!r} is not a column of the table")
-    from .viz import _new_figure  # a figure that shows itself in notebooks without pyplot
+    from .viz import figure  # a figure that shows itself in notebooks without pyplot
 
-    fig = _new_figure((3.6 * len(columns), 3.2), layout="constrained")
+    fig = figure((3.6 * len(columns), 3.2), layout="constrained")
     axes = fig.subplots(1, len(columns), squeeze=False)[0]
     for ax, column in zip(axes, columns):
         if by is None:

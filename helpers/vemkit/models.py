@@ -23,8 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._modeldir import UNET_KIND
+
 __all__ = [
     "MODEL_KIND",
+    "ConvBlock",
     "UNET_SIZES",
     "SegmentationModel",
     "UNet",
@@ -32,7 +35,7 @@ __all__ = [
     "plan_levels",
 ]
 
-MODEL_KIND = "vemkit.unet"
+MODEL_KIND = UNET_KIND
 
 #: Default in-plane cap of the halo of a 3D network, in voxels (:meth:`SegmentationModel.default_halo`).
 HALO_CAP = 32
@@ -99,7 +102,7 @@ def plan_levels(voxel_size, depth: int, ndim: int = 3, isotropic: bool = False):
     return kernels, pools
 
 
-class _ConvBlock(nn.Module):
+class ConvBlock(nn.Module):
     """Two conv-BatchNorm-LeakyReLU layers; with ``residual`` the input is added back (1x1 projection
     when the channel count changes)."""
 
@@ -187,14 +190,14 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         cin = self.in_channels
         for level in range(depth + 1):
-            self.encoder.append(_ConvBlock(ndim, cin, channels[level], kernels[level], self.residual))
+            self.encoder.append(ConvBlock(ndim, cin, channels[level], kernels[level], self.residual))
             cin = channels[level]
         self.down = nn.ModuleList(Pool(p, p) for p in pools)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
             self.up.append(ConvT(channels[level + 1], channels[level], pools[level], stride=pools[level]))
-            self.decoder.append(_ConvBlock(ndim, 2 * channels[level], channels[level], kernels[level], False))
+            self.decoder.append(ConvBlock(ndim, 2 * channels[level], channels[level], kernels[level], False))
         self.head = Conv(channels[0], self.out_channels, 1)
 
     @property

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._inputs import as_volume_array
+
 __all__ = ["InferencePlan", "PredictionResult", "estimate", "predict_volume"]
 
 RUN_FILE = "vemkit_predict.json"
@@ -871,15 +873,7 @@ def estimate(model, image, *, device="auto", block=None, halo=None, batch_size=N
 # ------------------------------------------------------------------------------------------- output
 def _open_image(image):
     """``(array, voxel size or None, source description or None)``; paths are opened lazily."""
-    from ._volume import Volume, unwrap_volume
-
-    if isinstance(image, (str, os.PathLike)):
-        from .io import open_volume
-
-        image = open_volume(image, warn_missing_voxel_size=False)
-    source = str(image.source) if isinstance(image, Volume) else None
-    data, voxel_size = unwrap_volume(image, "image")
-    return data, voxel_size, source
+    return tuple(as_volume_array(image, "image"))
 
 
 def _prepare_output(root: Path, params: dict, *, overwrite: bool, resume: bool):
@@ -946,7 +940,7 @@ def _finalize(root: Path, voxel_size, version, write_probs, write_labels, pyrami
     import zarr
 
     from ._omezarr import write_multiscale
-    from .io import _set_ome_attrs
+    from ._omezarr import set_ome_attrs
 
     group = zarr.open_group(str(root), mode="r+")
     levels = None if pyramid else 1
@@ -960,7 +954,7 @@ def _finalize(root: Path, voxel_size, version, write_probs, write_labels, pyrami
 
     if write_probs:
         ms = finish(group, "probabilities", "image")
-        _set_ome_attrs(group, version, {"multiscales": [ms]})
+        set_ome_attrs(group, version, {"multiscales": [ms]})
         group.attrs["vemkit"] = {"channels": list(classes)}
         if write_labels:
             labels_group = group["labels"]
@@ -969,11 +963,11 @@ def _finalize(root: Path, voxel_size, version, write_probs, write_labels, pyrami
             image_label = {"source": {"image": "../../"}}
             if version == "0.4":
                 image_label["version"] = "0.4"
-            _set_ome_attrs(seg, version, {"multiscales": [ms_l], "image-label": image_label})
-            _set_ome_attrs(labels_group, version, {"labels": ["segmentation"]})
+            set_ome_attrs(seg, version, {"multiscales": [ms_l], "image-label": image_label})
+            set_ome_attrs(labels_group, version, {"labels": ["segmentation"]})
     else:
         ms = finish(group, "labels", "labels")
-        _set_ome_attrs(group, version, {"multiscales": [ms]})
+        set_ome_attrs(group, version, {"multiscales": [ms]})
 
 
 # ----------------------------------------------------------------------------------------- predict

@@ -944,9 +944,9 @@ def plot_history(history, *, title: str | None = None):
     history : dict
         ``model.training["history"]`` (or the live one).
     """
-    from .viz import _new_figure
+    from .viz import figure
 
-    fig = _new_figure((8, 3.2))
+    fig = figure((8, 3.2))
     ax = fig.add_subplot(1, 2, 1)
     it = np.asarray(history.get("iteration", []))
     loss = np.asarray(history.get("loss", []))

@@ -23,19 +23,15 @@ import math
 
 import numpy as np
 
+from ._colours import LABEL_PALETTE
+from ._geometry import PAD, object_field, object_mesh
+
 from ._voxel import check_voxel_size
 
-__all__ = ["orthoslices", "section_grid", "histogram", "channel_grid", "objects_3d", "show", "OrthoViewer"]
+__all__ = ["orthoslices", "section_grid", "histogram", "channel_grid", "objects_3d", "show", "OrthoViewer", "figure"]
 
 #: Colour of each cutting plane: its panel's frame and its crosshair line in the other panels.
 _PLANE_COLOURS = {"xy": "#ff6b6b", "xz": "#5fe07a", "yz": "#5eb0ff"}
-
-#: Distinct colours for the first label ids (Trubetskoy's list, greys left out); later ids are hashed.
-_LABEL_PALETTE = (
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-    "#808000", "#ffd8b1", "#000075",
-)  # fmt: skip
 
 _OVERLAY_KINDS = ("labels", "probability")
 _PROBABILITY_CMAP = "plasma"
@@ -174,8 +170,8 @@ def _label_colours(ids):
     out = np.empty((ids.size, 3))
     golden = 0.6180339887498949
     for i, k in enumerate(ids.tolist()):
-        if 1 <= k <= len(_LABEL_PALETTE):
-            out[i] = to_rgb(_LABEL_PALETTE[k - 1])
+        if 1 <= k <= len(LABEL_PALETTE):
+            out[i] = to_rgb(LABEL_PALETTE[k - 1])
         else:
             h = (k * golden) % 1.0
             s = 0.55 + 0.45 * ((k * 0.7548776662466927) % 1.0)
@@ -296,7 +292,32 @@ def _voxel_text(voxel_size):
     return "voxel " + " × ".join(f"{v:g}" for v in voxel_size) + " nm (z, y, x)"
 
 
-def _new_figure(figsize, **kwargs):
+def figure(figsize=(6.4, 4.8), **kwargs):
+    """A matplotlib figure that shows itself in a notebook, without pyplot.
+
+    Use it for any figure of your own beside vemkit's: it needs no ``plt.show()`` and keeps no global
+    pyplot state (nothing leaks between cells or into papermill runs).
+
+    Parameters
+    ----------
+    figsize : tuple of 2 float
+        Width and height in inches.
+    **kwargs
+        Passed to :class:`matplotlib.figure.Figure` (e.g. ``layout="constrained"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Shown as a PNG when it is a cell's last expression; ``fig.savefig(...)`` as usual.
+
+    Examples
+    --------
+    >>> fig = figure((4, 3))
+    >>> ax = fig.add_subplot()
+    >>> _ = ax.plot([0, 1], [0, 1])
+    >>> fig._repr_png_()[:4]
+    b'\\x89PNG'
+    """
     from matplotlib.figure import Figure
 
     class _DisplayFigure(Figure):
@@ -411,7 +432,7 @@ def _draw_orthoslices(data, planes, zyx, vmin, vmax, overlay_alpha, cmap, title,
     Z, Y, X = data.shape
     vz, vy, vx = data.display_voxel_size
     size, rects = _ortho_geometry(data.shape, data.display_voxel_size, figsize)
-    fig = _new_figure(size)
+    fig = figure(size)
     # (image as drawn, aspect = height / width of one pixel, crosshair lines: (orientation, pos, plane))
     views = {
         "xy": (planes["xy"], lambda a: a, vy / vx, [("h", y, "xz"), ("v", x, "yz")]),
@@ -628,7 +649,7 @@ def section_grid(
     panel_w = min((fig_w - 2 * side - (ncols - 1) * wgap) / ncols, (fig_h - head - foot - (nrows - 1) * hgap) / nrows / ratio)
     if panel_w <= 0:
         raise ValueError(f"figsize {figsize} is too small for {count} sections")
-    fig = _new_figure((fig_w, fig_h))
+    fig = figure((fig_w, fig_h))
     grid = fig.add_gridspec(nrows, ncols, left=side / fig_w, right=1 - side / fig_w, bottom=foot / fig_h,
                             top=1 - head / fig_h, wspace=wgap / panel_w, hspace=hgap / (panel_w * ratio))  # fmt: skip
     for i, (k, sec, osec) in enumerate(zip(zs, sections, ov_sections)):
@@ -693,7 +714,7 @@ def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title:
     ncols = max(1, min(ncols, n))
     nrows = int(math.ceil(n / ncols))
     aspect = maps.shape[1] / max(maps.shape[2], 1)
-    fig = _new_figure((panel_size * ncols, panel_size * aspect * nrows + (0.4 if title else 0.1)))
+    fig = figure((panel_size * ncols, panel_size * aspect * nrows + (0.4 if title else 0.1)))
     for i in range(n):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         m = maps[i].astype(np.float32)
@@ -808,7 +829,7 @@ def histogram(
         edges = np.linspace(lo, hi if hi > lo else lo + 1, int(bins) + 1)
     counts, edges = np.histogram(values, bins=edges)
     if ax is None:
-        fig = _new_figure((6.4, 3.4))
+        fig = figure((6.4, 3.4))
         ax = fig.add_subplot(1, 1, 1)
     else:
         fig = ax.figure
@@ -924,7 +945,6 @@ def objects_3d(
     2
     >>> fig.savefig("objects.png")  # doctest: +SKIP
     """
-    from .measure import _PAD, _object_field, _object_mesh
 
     arr, own_vs, _ = _as_array(labels, "labels")
     if not np.issubdtype(arr.dtype, np.integer):
@@ -954,15 +974,15 @@ def objects_3d(
     budget = max(1000, int(max_faces) // len(ids))
     for i in ids:
         box = boxes[i]
-        field = _object_field(arr[box] == i, draw_vs)
-        verts, faces = _object_mesh(field, draw_vs)
+        field = object_field(arr[box] == i, draw_vs)
+        verts, faces = object_mesh(field, draw_vs)
         if len(faces) > budget:  # a coarser grid: faces shrink with the square of the step
             step = int(math.ceil(math.sqrt(len(faces) / budget)))
-            verts, faces = _object_mesh(field, draw_vs, step_size=min(step, max(2, min(field.shape) - 1)))
-        origin = np.array([(s.start - p) * v for s, p, v in zip(box, _PAD, draw_vs)])
+            verts, faces = object_mesh(field, draw_vs, step_size=min(step, max(2, min(field.shape) - 1)))
+        origin = np.array([(s.start - p) * v for s, p, v in zip(box, PAD, draw_vs)])
         meshes.append((i, verts + origin, faces))
 
-    fig = _new_figure(figsize)
+    fig = figure(figsize)
     ax = fig.add_subplot(projection="3d")
     colours = _label_colours(ids)
     for (i, verts, faces), colour in zip(meshes, colours):
