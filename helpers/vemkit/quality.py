@@ -334,9 +334,7 @@ def block_seams(labels_or_prob, block_shape, *, threshold=1.5) -> dict:
     profiles = _change_profiles(data, lazy, is_label, n_lead) if usable else []
     if not all(np.all(np.isfinite(p)) for p in profiles):
         raise ValueError("labels_or_prob holds NaN or infinite values")
-    per_axis, sums, interior_norm, border_norm = _axis_seams(
-        profiles, usable, blocks, shape, [data.size / data.shape[n_lead + a] for a in range(3)]
-    )
+    per_axis, sums, interior_norm, border_norm = _axis_seams(profiles, usable, blocks, shape, data.size)
     border_obs, border_exp, total_obs = sums
     seam_score = _divide(border_obs, border_exp)
     if border_norm:
@@ -373,7 +371,7 @@ def _seam_input(labels_or_prob, threshold):
     return data, lazy, is_label
 
 
-def _axis_seams(profiles, usable, blocks, shape, plane_sizes):
+def _axis_seams(profiles, usable, blocks, shape, n_values):
     """Border planes against interior planes, per usable axis: the ``per_axis`` table, the summed
     ``(border observed, border expected, total)`` change, and every plane's change relative to its
     axis' interior mean (interior planes, border planes)."""
@@ -381,7 +379,7 @@ def _axis_seams(profiles, usable, blocks, shape, plane_sizes):
 
     rows, border_obs, border_exp, total_obs, interior_norm, border_norm = [], 0.0, 0.0, 0.0, [], []
     for axis in usable:
-        profile = profiles[axis] / plane_sizes[axis]  # mean per plane
+        profile = profiles[axis] / (n_values / shape[axis])  # mean per plane
         position = np.arange(1, shape[axis])  # plane between voxel position - 1 and position
         on_border = position % blocks[axis] == 0
         border, interior = profile[on_border], profile[~on_border]
