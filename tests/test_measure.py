@@ -342,10 +342,10 @@ def test_blockwise_shapes_equal_in_memory(phantom, monkeypatch, budget):
     read again. Every path gives the in-memory numbers exactly."""
     import dask.array as da
 
-    import vemkit.measure as measure
+    import vemkit.measure._blockwise_table as blockwise_table
 
     if budget is not None:
-        monkeypatch.setattr(measure, "_PIECES_BUDGET_VOXELS", budget)
+        monkeypatch.setattr(blockwise_table, "_PIECES_BUDGET_VOXELS", budget)
     labels = phantom.instances["mitochondria"].astype(np.uint32)
     labels[2:4, 2:6, 2:6] = 99  # one id, two parts far apart: ...
     labels[20:22, 150:154, 150:154] = 99  # ... each part looks whole in its own block

@@ -24,6 +24,10 @@ import math
 
 import numpy as np
 
+from ._contingency import confusion, count_pairs, default_labels, is_lazy, nanmean, scores_from_confusion
+from ._inputs import as_volume_array
+from ._volume import Volume
+
 __all__ = [
     "single_section_objects",
     "z_breaks",
@@ -41,12 +45,9 @@ _MIN_Z_SCORE = 3.0
 
 def _array(data, name: str, *, allow_float: bool, ndims=(3,)):
     """numpy or dask array of ``data`` (a Volume gives its dask array), checked; and whether lazy."""
-    from ._volume import Volume
-    from .metrics import _is_lazy
-
     if isinstance(data, Volume):
-        data = data.data
-    lazy = _is_lazy(data)
+        data = as_volume_array(data, name).data
+    lazy = is_lazy(data)
     if not lazy:
         data = np.asarray(data)
     if data.ndim not in ndims:
@@ -62,8 +63,6 @@ def _array(data, name: str, *, allow_float: bool, ndims=(3,)):
 
 def _section_areas(labels, name: str = "labels"):
     """Voxels of every object (label > 0) on every z section: (label, z, area), sorted by label then z."""
-    from .metrics import contingency_table
-
     labels, lazy = _array(labels, name, allow_float=False)
     n_z = labels.shape[0]
     if lazy:
@@ -74,7 +73,7 @@ def _section_areas(labels, name: str = "labels"):
     else:
         z = np.broadcast_to(np.arange(n_z, dtype=np.int64)[:, None, None], labels.shape)
     # the section index plays "prediction": one blockwise count gives every (object, section) area
-    table = contingency_table(z, labels)
+    table = count_pairs(z, labels, None)[0]
     keep = table.truth > 0
     return table.truth[keep], table.pred[keep], table.counts[keep]
 
@@ -327,58 +326,19 @@ def block_seams(labels_or_prob, block_shape, *, threshold=1.5) -> dict:
     >>> r["verdict"], r["seam_score"] > 5
     ('seams', True)
     """
-    import pandas as pd
-
-    data, lazy = _array(labels_or_prob, "labels_or_prob", allow_float=True, ndims=(3, 4))
-    dtype = np.dtype(data.dtype)
-    is_label = dtype == bool or np.issubdtype(dtype, np.integer)
-    if is_label and data.ndim != 3:
-        raise ValueError(f"labels must be 3D (z, y, x), got shape {tuple(data.shape)}")
-    if isinstance(threshold, (bool, np.bool_)) or not float(threshold) > 0:
-        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+    data, lazy, is_label = _seam_input(labels_or_prob, threshold)
     n_lead = data.ndim - 3
     shape = tuple(int(s) for s in data.shape[n_lead:])
     blocks = _check_block_shape(block_shape, 3)
     usable = [a for a in range(3) if 1 < blocks[a] < shape[a]]
-
-    rows, border_obs, border_exp, total_obs, interior_norm, border_norm = [], 0.0, 0.0, 0.0, [], []
-    if usable:
-        profiles = _change_profiles(data, lazy, is_label, n_lead)
-        if not all(np.all(np.isfinite(p)) for p in profiles):
-            raise ValueError("labels_or_prob holds NaN or infinite values")
-        for axis in usable:
-            profile = profiles[axis] / (data.size / data.shape[n_lead + axis])  # mean per plane
-            position = np.arange(1, shape[axis])  # plane between voxel position - 1 and position
-            on_border = position % blocks[axis] == 0
-            border, interior = profile[on_border], profile[~on_border]
-            interior_mean = float(interior.mean())
-            border_mean = float(border.mean())
-            rows.append(
-                {
-                    "axis": "zyx"[axis],
-                    "block": blocks[axis],
-                    "n_border_planes": int(border.size),
-                    "border_mean": border_mean,
-                    "interior_mean": interior_mean,
-                    "ratio": _divide(border_mean, interior_mean),
-                }
-            )
-            border_obs += float(border.sum())
-            border_exp += border.size * interior_mean
-            total_obs += float(profile.sum())
-            if interior_mean > 0:
-                interior_norm.append(interior / interior_mean)
-                border_norm.append(border / interior_mean)
-    columns = ["axis", "block", "n_border_planes", "border_mean", "interior_mean", "ratio"]
-    per_axis = pd.DataFrame(rows, columns=columns)
-
+    profiles = _change_profiles(data, lazy, is_label, n_lead) if usable else []
+    if not all(np.all(np.isfinite(p)) for p in profiles):
+        raise ValueError("labels_or_prob holds NaN or infinite values")
+    per_axis, sums, interior_norm, border_norm = _axis_seams(profiles, usable, blocks, shape, data.size)
+    border_obs, border_exp, total_obs = sums
     seam_score = _divide(border_obs, border_exp)
     if border_norm:
-        inside = np.concatenate(interior_norm)
-        on = np.concatenate(border_norm)
-        spread = float(inside.std(ddof=1)) if inside.size > 1 else 0.0
-        excess = float(on.mean()) - 1.0
-        z_score = _divide(excess, spread / math.sqrt(on.size))
+        z_score = _excess_z_score(np.concatenate(interior_norm), np.concatenate(border_norm))
     else:
         z_score = math.inf if border_obs > 0 else math.nan
     if not usable or (border_obs == 0 and border_exp == 0):
@@ -387,17 +347,70 @@ def block_seams(labels_or_prob, block_shape, *, threshold=1.5) -> dict:
         verdict = "seams"
     else:
         verdict = "no seams"
-    interior_obs = total_obs - border_obs
     return {
         "verdict": verdict,
         "seam_score": seam_score,
         "z_score": z_score,
         "border_fraction": _divide(border_obs, total_obs),
-        "expected_border_fraction": _divide(border_exp, border_exp + interior_obs),
+        "expected_border_fraction": _divide(border_exp, border_exp + (total_obs - border_obs)),
         "kind": "labels" if is_label else "probabilities",
         "block_shape": blocks,
         "per_axis": per_axis,
     }
+
+
+def _seam_input(labels_or_prob, threshold):
+    """The checked input of :func:`block_seams`: ``(data, lazy, is_label)``."""
+    data, lazy = _array(labels_or_prob, "labels_or_prob", allow_float=True, ndims=(3, 4))
+    dtype = np.dtype(data.dtype)
+    is_label = dtype == bool or np.issubdtype(dtype, np.integer)
+    if is_label and data.ndim != 3:
+        raise ValueError(f"labels must be 3D (z, y, x), got shape {tuple(data.shape)}")
+    if isinstance(threshold, (bool, np.bool_)) or not float(threshold) > 0:
+        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+    return data, lazy, is_label
+
+
+def _axis_seams(profiles, usable, blocks, shape, n_values):
+    """Border planes against interior planes, per usable axis: the ``per_axis`` table, the summed
+    ``(border observed, border expected, total)`` change, and every plane's change relative to its
+    axis' interior mean (interior planes, border planes)."""
+    import pandas as pd
+
+    rows, border_obs, border_exp, total_obs, interior_norm, border_norm = [], 0.0, 0.0, 0.0, [], []
+    for axis in usable:
+        profile = profiles[axis] / (n_values / shape[axis])  # mean per plane
+        position = np.arange(1, shape[axis])  # plane between voxel position - 1 and position
+        on_border = position % blocks[axis] == 0
+        border, interior = profile[on_border], profile[~on_border]
+        interior_mean = float(interior.mean())
+        border_mean = float(border.mean())
+        rows.append(
+            {
+                "axis": "zyx"[axis],
+                "block": blocks[axis],
+                "n_border_planes": int(border.size),
+                "border_mean": border_mean,
+                "interior_mean": interior_mean,
+                "ratio": _divide(border_mean, interior_mean),
+            }
+        )
+        border_obs += float(border.sum())
+        border_exp += border.size * interior_mean
+        total_obs += float(profile.sum())
+        if interior_mean > 0:
+            interior_norm.append(interior / interior_mean)
+            border_norm.append(border / interior_mean)
+    columns = ["axis", "block", "n_border_planes", "border_mean", "interior_mean", "ratio"]
+    per_axis = pd.DataFrame(rows, columns=columns)
+    return per_axis, (border_obs, border_exp, total_obs), interior_norm, border_norm
+
+
+def _excess_z_score(inside, on):
+    """The border planes' mean excess over 1 in standard errors of the interior planes' spread."""
+    spread = float(inside.std(ddof=1)) if inside.size > 1 else 0.0
+    excess = float(on.mean()) - 1.0
+    return _divide(excess, spread / math.sqrt(on.size))
 
 
 def _divide(num: float, den: float) -> float:
@@ -466,11 +479,44 @@ def orthogonal_disagreement(pred_xy, pred_xz, pred_yz=None, *, threshold=0.5) ->
     """
     import pandas as pd
 
-    from .metrics import _confusion, _default_labels, _nanmean, _scores_from_confusion
-
     named = {"xy": pred_xy, "xz": pred_xz}
     if pred_yz is not None:
         named["yz"] = pred_yz
+    labels, probs, lazy_any = _orientation_labels(named, threshold)
+    keys = list(labels)
+    rows, lazy_terms = [], {}
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            a, b = keys[i], keys[j]
+            rows.append(_pair_row(labels[a], labels[b], f"{a}-{b}"))
+            if probs:
+                difference = probs[a].astype(np.float64) - probs[b].astype(np.float64)
+                lazy_terms[rows[-1]["pair"]] = abs(difference).mean()
+    first = labels[keys[0]]
+    agree = None
+    for key in keys[1:]:
+        same = first == labels[key]
+        agree = same if agree is None else agree & same
+    n_voxels = int(np.prod(first.shape))
+    agree_count = agree.sum()
+    if lazy_any:
+        import dask
+
+        agree_count, lazy_terms = dask.compute(agree_count, lazy_terms)
+    for row in rows:
+        if probs:
+            row["mean_abs_difference"] = float(lazy_terms[row["pair"]])
+    return {
+        "pairs": pd.DataFrame(rows),
+        "disagreement": 1.0 - int(agree_count) / n_voxels if n_voxels else math.nan,
+        "mean_iou": nanmean(r["mean_iou"] for r in rows),
+        "n_voxels": n_voxels,
+    }
+
+
+def _orientation_labels(named, threshold):
+    """The checked predictions of :func:`orthogonal_disagreement` as labels: ``(labels by orientation,
+    the probabilities they came from (empty for labels), whether any is lazy)``."""
     arrays, lazy_any, probs = {}, False, {}
     for key, value in named.items():
         data, lazy = _array(value, f"pred_{key}", allow_float=True, ndims=(3, 4))
@@ -489,41 +535,16 @@ def orthogonal_disagreement(pred_xy, pred_xz, pred_yz=None, *, threshold=0.5) ->
             probs[key] = data
     if probs and len(probs) != len(arrays):
         raise ValueError("give all predictions as labels or all as probabilities, not a mix")
+    return labels, probs, lazy_any
 
-    keys = list(labels)
-    rows, lazy_terms = [], {}
-    for i in range(len(keys)):
-        for j in range(i + 1, len(keys)):
-            a, b = keys[i], keys[j]
-            cm, both_bool = _confusion(labels[a], labels[b], None, None)
-            scores = _scores_from_confusion(cm, _default_labels(cm, both_bool, None))
-            total = int(cm.sum())
-            row = {
-                "pair": f"{a}-{b}",
-                "disagreement": 1.0 - int(np.trace(cm)) / total if total else math.nan,
-                "mean_iou": _nanmean(s["iou"] for s in scores.values()),
-            }
-            if probs:
-                difference = probs[a].astype(np.float64) - probs[b].astype(np.float64)
-                lazy_terms[row["pair"]] = abs(difference).mean()
-            rows.append(row)
-    first = labels[keys[0]]
-    agree = None
-    for key in keys[1:]:
-        same = first == labels[key]
-        agree = same if agree is None else agree & same
-    n_voxels = int(np.prod(first.shape))
-    agree_count = agree.sum()
-    if lazy_any:
-        import dask
 
-        agree_count, lazy_terms = dask.compute(agree_count, lazy_terms)
-    for row in rows:
-        if probs:
-            row["mean_abs_difference"] = float(lazy_terms[row["pair"]])
+def _pair_row(a, b, pair: str) -> dict:
+    """Disagreement and mean IoU of two label volumes (one row of ``pairs``)."""
+    cm, both_bool = confusion(a, b, None, None)
+    scores = scores_from_confusion(cm, default_labels(cm, both_bool, None))
+    total = int(cm.sum())
     return {
-        "pairs": pd.DataFrame(rows),
-        "disagreement": 1.0 - int(agree_count) / n_voxels if n_voxels else math.nan,
-        "mean_iou": _nanmean(r["mean_iou"] for r in rows),
-        "n_voxels": n_voxels,
+        "pair": pair,
+        "disagreement": 1.0 - int(np.trace(cm)) / total if total else math.nan,
+        "mean_iou": nanmean(s["iou"] for s in scores.values()),
     }
