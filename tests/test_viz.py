@@ -15,6 +15,7 @@ import pytest
 
 from vemkit import viz
 from vemkit._volume import Volume
+from vemkit.viz._common import _format_length, _label_colours, _nice_length
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -147,9 +148,9 @@ def test_scale_bar_and_volume_voxel_size():
 
 
 def test_scale_bar_in_micrometres():
-    assert viz._format_length(2000) == "2 µm"
-    assert viz._nice_length(160) == 100
-    assert viz._nice_length(4500) == 2000
+    assert _format_length(2000) == "2 µm"
+    assert _nice_length(160) == 100
+    assert _nice_length(4500) == 2000
 
 
 def test_only_the_three_slices_are_computed():
@@ -199,9 +200,9 @@ def test_label_colours_consistent_across_panels_and_zero_transparent():
     assert xy[7, 7, 3] == 128
     np.testing.assert_array_equal(xy[7, 7], xz[3, 7])
     np.testing.assert_array_equal(xy[7, 7], yz[7, 3])  # yz is drawn (y, z)
-    colours = viz._label_colours(np.arange(1, 60))
+    colours = _label_colours(np.arange(1, 60))
     assert len({tuple(np.round(c, 3)) for c in colours}) == 59
-    np.testing.assert_array_equal(viz._label_colours([1000]), viz._label_colours([1000]))
+    np.testing.assert_array_equal(_label_colours([1000]), _label_colours([1000]))
 
 
 def test_fractional_labels_are_refused():
@@ -411,7 +412,7 @@ def test_objects_3d_draws_each_object_in_physical_proportions():
     legend = ax.get_legend()
     legend = {t.get_text(): h.get_facecolor()[:3] for t, h in zip(legend.get_texts(), legend.legend_handles)}
     assert set(legend) == {"3", "7"}
-    np.testing.assert_allclose(legend["3"], viz._label_colours([3])[0], atol=1e-6)
+    np.testing.assert_allclose(legend["3"], _label_colours([3])[0], atol=1e-6)
     assert fig._repr_png_().startswith(PNG_MAGIC)
     assert "x (nm)" == ax.get_xlabel()
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._volume import Volume
+from ._voxel import check_voxel_size
+
 __all__ = ["Annotations", "open_annotations", "DEFAULT_COLORS"]
 
 ATTR_KEY = "vemkit_annotations"
@@ -416,59 +419,81 @@ def open_annotations(
     ValueError
         Shape of an existing store differs from the image's; classes conflict; bad input.
     """
-    import zarr
-
-    from ._volume import Volume
-
     path = Path(path)
     if image is not None:
-        img_shape = tuple(int(s) for s in (image.shape if not isinstance(image, Volume) else image.shape))
-        if len(img_shape) == 2:
-            img_shape = (1, *img_shape)
-        if len(img_shape) != 3:
-            raise ValueError(f"image must be 3D (z, y, x) or 2D, got shape {img_shape}")
-        if shape is not None and tuple(shape) != img_shape:
-            raise ValueError(f"shape {tuple(shape)} differs from the image's {img_shape}")
-        shape = img_shape
-        if voxel_size is None and isinstance(image, Volume):
-            voxel_size = image.voxel_size
-    if classes is not None:
-        classes = [str(c) for c in classes]
-        if len(classes) < 2:
-            raise ValueError("classes needs at least two names: background first, then the classes to find")
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"class names must be unique, got {classes}")
-        if len(classes) > 254:
-            raise ValueError("at most 254 classes")
+        shape, voxel_size = _shape_of_image(image, shape, voxel_size)
+    classes = _check_classes(classes)
     if path.exists() and overwrite:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     if path.exists():
-        try:
-            array = zarr.open_array(str(path), mode="r+")
-        except Exception as err:
-            raise ValueError(f"{str(path)!r} exists but is not a zarr array of annotations: {err}") from err
-        ann = Annotations(path, array)
-        if ATTR_KEY not in array.attrs:
-            raise ValueError(f"{str(path)!r} is a zarr array but not a vemkit annotation store; choose another path")
-        if shape is not None and tuple(shape) != ann.shape:
-            raise ValueError(
-                f"the annotations at {str(path)!r} have shape {ann.shape}, the image {tuple(shape)}; "
-                "they belong to another image (open another path, or overwrite=True to start afresh)"
-            )
-        if classes is not None and classes != ann.classes:
-            if classes[: len(ann.classes)] != ann.classes:
-                raise ValueError(
-                    f"the annotations at {str(path)!r} have classes {ann.classes}; got {classes}. "
-                    "Classes can be added at the end, never renamed or reordered."
-                )
-            meta = dict(array.attrs[ATTR_KEY])
-            meta["classes"] = classes
-            meta["colors"] = [list(c) for c in (colors or _colors_for(classes, ann.colors))]
-            array.attrs[ATTR_KEY] = meta
-            ann = Annotations(path, array)
-        return ann
+        return _open_existing(path, shape, classes, colors)
     if shape is None:
         raise ValueError(f"no annotations at {str(path)!r} yet: give image= or shape= to create them")
+    return _create(path, shape, classes, colors, voxel_size, chunks)
+
+
+def _shape_of_image(image, shape, voxel_size):
+    """``(shape, voxel_size)`` of a new store from the image annotated (2D is one section)."""
+    img_shape = tuple(int(s) for s in image.shape)
+    if len(img_shape) == 2:
+        img_shape = (1, *img_shape)
+    if len(img_shape) != 3:
+        raise ValueError(f"image must be 3D (z, y, x) or 2D, got shape {img_shape}")
+    if shape is not None and tuple(shape) != img_shape:
+        raise ValueError(f"shape {tuple(shape)} differs from the image's {img_shape}")
+    if voxel_size is None and isinstance(image, Volume):
+        voxel_size = image.voxel_size
+    return img_shape, voxel_size
+
+
+def _check_classes(classes):
+    """Class names as strings (None stays None): at least two, unique, at most 254."""
+    if classes is None:
+        return None
+    classes = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise ValueError("classes needs at least two names: background first, then the classes to find")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"class names must be unique, got {classes}")
+    if len(classes) > 254:
+        raise ValueError("at most 254 classes")
+    return classes
+
+
+def _open_existing(path, shape, classes, colors):
+    """The store at ``path``, checked against ``shape``; ``classes`` may add classes at the end."""
+    import zarr
+
+    try:
+        array = zarr.open_array(str(path), mode="r+")
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} exists but is not a zarr array of annotations: {err}") from err
+    ann = Annotations(path, array)
+    if ATTR_KEY not in array.attrs:
+        raise ValueError(f"{str(path)!r} is a zarr array but not a vemkit annotation store; choose another path")
+    if shape is not None and tuple(shape) != ann.shape:
+        raise ValueError(
+            f"the annotations at {str(path)!r} have shape {ann.shape}, the image {tuple(shape)}; "
+            "they belong to another image (open another path, or overwrite=True to start afresh)"
+        )
+    if classes is not None and classes != ann.classes:
+        if classes[: len(ann.classes)] != ann.classes:
+            raise ValueError(
+                f"the annotations at {str(path)!r} have classes {ann.classes}; got {classes}. "
+                "Classes can be added at the end, never renamed or reordered."
+            )
+        meta = dict(array.attrs[ATTR_KEY])
+        meta["classes"] = classes
+        meta["colors"] = [list(c) for c in (colors or _colors_for(classes, ann.colors))]
+        array.attrs[ATTR_KEY] = meta
+        ann = Annotations(path, array)
+    return ann
+
+
+def _create(path, shape, classes, colors, voxel_size, chunks):
+    """A new, empty store at ``path``."""
+    import zarr
+
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be three positive integers (z, y, x), got {shape}")
@@ -479,8 +504,6 @@ def open_annotations(
     chunks = tuple(chunks) if chunks else (1, min(256, shape[1]), min(256, shape[2]))
     array = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0,
                               dimension_names=["z", "y", "x"])
-    from ._voxel import check_voxel_size
-
     array.attrs[ATTR_KEY] = {
         "version": 1,
         "classes": classes,

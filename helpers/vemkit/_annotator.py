@@ -15,8 +15,6 @@ Not for: the store itself (:mod:`vemkit._annotations`), training on the annotati
 from __future__ import annotations
 
 import base64
-import io
-import zlib
 from pathlib import Path
 
 import anywidget
@@ -24,12 +22,21 @@ import numpy as np
 import traitlets as t
 
 from ._annotations import Annotations, open_annotations
+from ._annotator_render import (
+    PLANE_AXIS,
+    check_index,
+    composite,
+    deflate,
+    encode_image,
+    plane_shape,
+    png_bytes,
+    prediction_rgba,
+)
+from ._display import as_display_array, check_contrast, compute, contrast_limits
 
 __all__ = ["Annotator"]
 
 _STATIC = Path(__file__).parent / "static"
-_PLANE_AXIS = {"xy": 0, "xz": 1, "yz": 2}  # the axis each plane holds fixed
-_PNG_MAX_SIDE = 1024
 
 
 class Annotator(anywidget.AnyWidget):
@@ -152,9 +159,7 @@ class Annotator(anywidget.AnyWidget):
         live_preview: bool = True,
         preview_delay: float = 0.6,
     ):
-        from .viz import _as_array, _check_contrast
-
-        image, voxel_size, _ = _as_array(volume, "volume")
+        image, voxel_size, _ = as_display_array(volume, "volume")
         self._image = image
         self._voxel_size = voxel_size
         vol_shape = tuple(int(s) for s in image.shape)
@@ -180,10 +185,10 @@ class Annotator(anywidget.AnyWidget):
         self.predictor = predictor
         self.live_preview = bool(live_preview)
         self.preview_delay = float(preview_delay)
-        self._contrast_mode = _check_contrast(contrast)
+        self._contrast_mode = check_contrast(contrast)
         self._positions = {p: s // 2 for p, s in zip(("xy", "xz", "yz"), vol_shape)}
         if z is not None:
-            self._positions["xy"] = _check_index(z, vol_shape[0], "z")
+            self._positions["xy"] = check_index(z, vol_shape[0], "z")
         self._overlays: dict[str, np.ndarray] = {}
         self._labels_section = None
         self._section_cache = None
@@ -221,7 +226,7 @@ class Annotator(anywidget.AnyWidget):
                 return ["xy", "xz", "yz"]
             return ["xy"]
         planes = [str(p) for p in ([planes] if isinstance(planes, str) else planes)]
-        bad = [p for p in planes if p not in _PLANE_AXIS]
+        bad = [p for p in planes if p not in PLANE_AXIS]
         if bad or "xy" not in planes:
             raise ValueError(f"planes must be 'auto' or a list of 'xy' (required), 'xz', 'yz'; got {planes}")
         return planes
@@ -239,8 +244,8 @@ class Annotator(anywidget.AnyWidget):
         """Show section ``index`` of ``plane`` (``"xy"``: index is z; ``"xz"``: y; ``"yz"``: x)."""
         if plane not in self.planes:
             raise ValueError(f"plane must be one of {self.planes} (see planes= of Annotator), got {plane!r}")
-        axis = _PLANE_AXIS[plane]
-        index = self._positions[plane] if index is None else _check_index(index, self.shape[axis], "zyx"[axis])
+        axis = PLANE_AXIS[plane]
+        index = self._positions[plane] if index is None else check_index(index, self.shape[axis], "zyx"[axis])
         self._positions[plane] = index
         if plane == self.plane and index == self.index:
             return
@@ -255,7 +260,7 @@ class Annotator(anywidget.AnyWidget):
         if change["name"] == "plane" and self.index != self._positions[plane]:
             self.index = self._positions[plane]  # each plane keeps its own position
             return
-        index = min(max(int(self.index), 0), self.shape[_PLANE_AXIS[plane]] - 1)
+        index = min(max(int(self.index), 0), self.shape[PLANE_AXIS[plane]] - 1)
         if index != self.index:
             self.index = index
             return
@@ -267,19 +272,15 @@ class Annotator(anywidget.AnyWidget):
         return f"{plane or self.plane}:{self.index if index is None else index}"
 
     def _read_section(self, plane, index):
-        from .viz import _compute
-
         sl = [slice(None)] * 3
-        sl[_PLANE_AXIS[plane]] = int(index)
-        return _compute(self._image[tuple(sl)])[0]
+        sl[PLANE_AXIS[plane]] = int(index)
+        return compute(self._image[tuple(sl)])[0]
 
     def _section_state(self, plane, index, initial=False):
         """Trait values that show section ``index`` of ``plane`` (image, stored labels, overlay)."""
-        from .viz import _contrast_limits
-
         section = self._read_section(plane, index)
         self._section_cache = (plane, index, section)
-        encoded, dtype, rng = _encode_image(section)
+        encoded, dtype, rng = encode_image(section)
         finite = section[np.isfinite(section)] if section.dtype.kind == "f" else section
         smin, smax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         state = {
@@ -296,7 +297,7 @@ class Annotator(anywidget.AnyWidget):
                 vr = [0.0, 255.0]
             else:
                 vr = [smin, smax if smax > smin else smin + 1.0]
-            lo, hi = _contrast_limits([section], self._contrast_mode)
+            lo, hi = contrast_limits([section], self._contrast_mode)
             state["value_range"] = [min(vr[0], lo), max(vr[1], hi)]
             state["contrast"] = [lo, hi]
         else:
@@ -304,10 +305,10 @@ class Annotator(anywidget.AnyWidget):
             if smin < vr[0] or smax > vr[1]:
                 state["value_range"] = [min(vr[0], smin), max(vr[1], smax)]
         self._labels_section = self.annotations.section(index, plane).copy()
-        state["labels"] = _deflate(self._labels_section)
+        state["labels"] = deflate(self._labels_section)
         state["labels_key"] = f"{plane}:{index}"
         rgba = self._overlays.get(f"{plane}:{index}")
-        state["overlay"] = _deflate(rgba) if rgba is not None else b""
+        state["overlay"] = deflate(rgba) if rgba is not None else b""
         state["overlay_key"] = f"{plane}:{index}" if rgba is not None else ""
         return state
 
@@ -326,7 +327,7 @@ class Annotator(anywidget.AnyWidget):
 
     def _send_labels(self, last_stroke=None):
         with self.hold_sync():
-            self.labels = _deflate(self._labels_section)
+            self.labels = deflate(self._labels_section)
             self.labels_key = self._key()
             if last_stroke is not None:
                 self.last_stroke = str(last_stroke)
@@ -375,7 +376,7 @@ class Annotator(anywidget.AnyWidget):
 
     def _stroke(self, content):
         plane = content.get("plane", self.plane)
-        if plane not in _PLANE_AXIS:
+        if plane not in PLANE_AXIS:
             raise ValueError(f"stroke plane must be 'xy', 'xz' or 'yz', got {plane!r}")
         index = content.get("index", self.index)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
@@ -403,7 +404,7 @@ class Annotator(anywidget.AnyWidget):
         except (TypeError, ValueError) as err:
             raise ValueError(f"stroke points must be a list of [row, col] pairs and radius a number: {err}") from None
         changed = self.annotations.add_stroke(points, value, radius=radius, index=int(index), plane=plane)
-        section_shape = _plane_shape(plane, self.annotations.shape)
+        section_shape = plane_shape(plane, self.annotations.shape)
         if plane == self.plane and int(index) == self.index:
             if changed and points.size:
                 r0 = max(int(np.floor(points[:, 0].min() - radius)) - 1, 0)
@@ -422,8 +423,8 @@ class Annotator(anywidget.AnyWidget):
 
     def _read_labels(self, plane, index, rows, cols):
         sl = [slice(*rows), slice(*cols)]
-        sl.insert(_PLANE_AXIS[plane], slice(int(index), int(index) + 1))
-        return np.asarray(self.annotations.array[tuple(sl)]).squeeze(axis=_PLANE_AXIS[plane])
+        sl.insert(PLANE_AXIS[plane], slice(int(index), int(index) + 1))
+        return np.asarray(self.annotations.array[tuple(sl)]).squeeze(axis=PLANE_AXIS[plane])
 
     # ----------------------------------------------------------------------------- python API
     def paint(self, points, label, radius=None, *, z=None, plane=None, erase=False):
@@ -450,7 +451,7 @@ class Annotator(anywidget.AnyWidget):
             Number of voxels changed.
         """
         if z is not None:
-            plane, index = "xy", _check_index(z, self.shape[0], "z")
+            plane, index = "xy", check_index(z, self.shape[0], "z")
         else:
             plane = plane or self.plane
             index = self.index if plane == self.plane else self._positions[plane]
@@ -493,20 +494,20 @@ class Annotator(anywidget.AnyWidget):
             probability) or a semantic label map (integers, 0 = background, k = ``classes[k]``).
             ``None`` removes the overlay of that section.
         """
-        if plane not in _PLANE_AXIS:
+        if plane not in PLANE_AXIS:
             raise ValueError(f"plane must be 'xy', 'xz' or 'yz', got {plane!r}")
-        axis = _PLANE_AXIS[plane]
-        index = _check_index(z, self.shape[axis], "zyx"[axis])
+        axis = PLANE_AXIS[plane]
+        index = check_index(z, self.shape[axis], "zyx"[axis])
         key = f"{plane}:{index}"
         if array is None:
             self._overlays.pop(key, None)
         else:
-            self._overlays[key] = _prediction_rgba(array, _plane_shape(plane, self.annotations.shape),
+            self._overlays[key] = prediction_rgba(array, plane_shape(plane, self.annotations.shape),
                                                    self.annotations.colors)  # fmt: skip
         if key == self._key():
             rgba = self._overlays.get(key)
             with self.hold_sync():
-                self.overlay = _deflate(rgba) if rgba is not None else b""
+                self.overlay = deflate(rgba) if rgba is not None else b""
                 self.overlay_key = key if rgba is not None else ""
 
     def refresh_preview(self) -> bool:
@@ -562,30 +563,12 @@ class Annotator(anywidget.AnyWidget):
         plane, index = self.plane, self.index
         cache = self._section_cache
         section = cache[2] if cache and cache[:2] == (plane, index) else self._read_section(plane, index)
-        lo, hi = self.contrast
-        gray = np.nan_to_num((section.astype(np.float32) - lo) / max(hi - lo, 1e-12), nan=0.0)
-        rgb = np.repeat((np.clip(gray, 0, 1) * 255)[..., None], 3, axis=2)
-        labels = self._labels_section
-        if labels is not None and labels.any():
-            table = np.zeros((256, 3), np.float32)
-            table[1 : len(self.colors) + 1] = np.asarray(self.colors, np.float32)
-            alpha = (labels > 0)[..., None] * float(self.label_opacity)
-            rgb = rgb * (1 - alpha) + table[labels] * alpha
-        rgba = self._overlays.get(self._key())
-        if rgba is not None:
-            alpha = rgba[..., 3:4].astype(np.float32) / 255 * float(self.overlay_opacity)
-            rgb = rgb * (1 - alpha) + rgba[..., :3] * alpha
-        return np.round(rgb).astype(np.uint8)
+        return composite(section, self.contrast, self._labels_section, self.colors, self.label_opacity,
+                         self._overlays.get(self._key()), self.overlay_opacity)  # fmt: skip
 
     def to_png(self) -> bytes:
         """PNG bytes of :meth:`snapshot` (sections larger than 1024 pixels are subsampled)."""
-        from PIL import Image
-
-        rgb = self.snapshot()
-        step = max(1, int(np.ceil(max(rgb.shape[:2]) / _PNG_MAX_SIDE)))
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb[::step, ::step])).save(buf, format="png")
-        return buf.getvalue()
+        return png_bytes(self.snapshot())
 
     def save(self, path):
         """Write :meth:`to_png` to ``path``."""
@@ -607,84 +590,3 @@ class Annotator(anywidget.AnyWidget):
             f"Annotator(shape={tuple(self.shape)}, {self.plane} {self.index}, store={str(self.annotations.path)!r}, "
             f"labelled here: {counts})"
         )
-
-
-# -------------------------------------------------------------------------------------- helpers
-
-
-def _check_index(value, size, axis):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{axis} must be an integer index, got {value!r}")
-    index = int(value) + (size if value < 0 else 0)
-    if not 0 <= index < size:
-        raise ValueError(f"{axis}={value} is outside the volume, which has {size} sections along {axis}")
-    return index
-
-
-def _plane_shape(plane, shape):
-    axis = _PLANE_AXIS[plane]
-    return tuple(s for i, s in enumerate(shape) if i != axis)
-
-
-def _deflate(array) -> bytes:
-    return zlib.compress(np.ascontiguousarray(array).tobytes(), 1)
-
-
-def _encode_image(section):
-    """Bytes the front end shows: uint8 as is, anything else quantised to uint16 over its own range."""
-    section = np.asarray(section)
-    if section.dtype == np.uint8:
-        return np.ascontiguousarray(section).tobytes(), "uint8", [0.0, 255.0]
-    values = section.astype(np.float64)
-    finite = np.isfinite(values)
-    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
-    if section.dtype.kind in "iu" and hi - lo <= 65535:
-        q = np.where(finite, values - lo, 0)
-        hi = lo + 65535.0
-    else:
-        hi = hi if hi > lo else lo + 1.0
-        q = np.where(finite, np.round((values - lo) * (65535.0 / (hi - lo))), 0)
-    return np.ascontiguousarray(q.astype("<u2")).tobytes(), "uint16", [lo, hi]
-
-
-def _prediction_rgba(array, shape, colors):
-    """RGBA (uint8) of a prediction: class colours, opacity = confidence for probabilities."""
-    array = np.asarray(array)
-    colors = np.asarray(colors, np.uint8)
-    if array.ndim == 3 and array.shape[0] == 1:  # one channel: a foreground probability
-        array = array[0].astype(np.float32)
-    if array.ndim == 2:
-        if tuple(array.shape) != tuple(shape):
-            raise ValueError(f"prediction has shape {array.shape}; the section is {tuple(shape)} (Y, X)")
-        out = np.zeros((*array.shape, 4), np.uint8)
-        if array.dtype.kind == "f":  # foreground probability -> colour of the first class, alpha = p
-            p = np.clip(np.nan_to_num(array, nan=0.0), 0, 1)
-            out[..., :3] = colors[min(1, len(colors) - 1)]
-            out[..., 3] = np.round(p * 255)
-            return out
-        if array.dtype == bool or array.dtype.kind in "iu":
-            labels = array.astype(np.int64)
-            if labels.size and (labels.min() < 0 or labels.max() >= len(colors)):
-                raise ValueError(
-                    f"label map holds values {int(labels.min())}..{int(labels.max())}; "
-                    f"expected 0..{len(colors) - 1} (0 = background, k = class k)"
-                )
-            out[..., :3] = colors[labels]
-            out[..., 3] = 255
-            return out
-        raise ValueError(f"prediction dtype {array.dtype} is neither probabilities (float) nor labels (int)")
-    if array.ndim == 3:
-        if tuple(array.shape[1:]) != tuple(shape):
-            raise ValueError(f"prediction has shape {array.shape}; expected (C, {shape[0]}, {shape[1]})")
-        if array.shape[0] > len(colors):
-            raise ValueError(f"prediction has {array.shape[0]} channels but the store has {len(colors)} classes")
-        p = np.nan_to_num(array.astype(np.float32), nan=0.0)
-        best = np.argmax(p, axis=0)
-        top = np.take_along_axis(p, best[None], axis=0)[0]
-        c = p.shape[0]
-        conf = np.clip((top - 1.0 / c) / (1 - 1.0 / c), 0, 1) if c > 1 else np.clip(top, 0, 1)
-        out = np.zeros((*shape, 4), np.uint8)
-        out[..., :3] = colors[best]
-        out[..., 3] = np.round(conf * 255)
-        return out
-    raise ValueError(f"prediction must be (C, Y, X) probabilities or a (Y, X) map, got shape {array.shape}")

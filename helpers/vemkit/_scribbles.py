@@ -118,8 +118,27 @@ def scribbles_from_masks(
     >>> bool(np.all(truth[ann == 2] == 1) and np.all(truth[ann == 1] == 0))
     True
     """
-    from scipy.ndimage import binary_erosion, find_objects, label
+    labels = _check_labels(labels)
+    if sections is None:
+        sections = range(labels.shape[0])
+    sections = [int(z) for z in sections]
+    for z in sections:
+        if not 0 <= z < labels.shape[0]:
+            raise ValueError(f"section {z} is outside 0..{labels.shape[0] - 1}")
+    rng = np.random.default_rng(seed)
+    out = np.zeros(labels.shape, np.uint8)
+    for z in sections:
+        annotated = _scribble_objects(labels[z], out[z], rng, n_objects=n_objects, radius=radius, margin=margin,
+                                      lines=lines_per_object, blobs=blobs_per_object,
+                                      min_object_size=min_object_size)  # fmt: skip
+        # people paint more background than objects (there is more of it, and it holds the confusers)
+        n_bg = background_strokes if background_strokes is not None else max(10, 2 * annotated)
+        _scribble_background(labels[z], out[z], rng, n_bg, stroke_length, radius, margin)
+    return out
 
+
+def _check_labels(labels):
+    """Semantic labels as a 3D integer array storable as annotations (value = class + 1 <= 254)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels[None]
@@ -133,44 +152,45 @@ def scribbles_from_masks(
         raise ValueError("labels must be non-negative (0 = background, 1.. = classes)")
     if labels.size and labels.max() > 253:
         raise ValueError("labels above 253 cannot be stored as annotations (uint8, value = class + 1)")
-    if sections is None:
-        sections = range(labels.shape[0])
-    sections = [int(z) for z in sections]
-    for z in sections:
-        if not 0 <= z < labels.shape[0]:
-            raise ValueError(f"section {z} is outside 0..{labels.shape[0] - 1}")
-    rng = np.random.default_rng(seed)
-    out = np.zeros(labels.shape, np.uint8)
-    for z in sections:
-        sec = labels[z]
-        annotated = 0
-        for cls in [int(c) for c in np.unique(sec) if c > 0]:
-            objects, n = label(sec == cls)
-            boxes = find_objects(objects)
-            order = rng.permutation(n)
-            taken = 0
-            for i in order:
-                if n_objects is not None and taken >= n_objects:
-                    break
-                box = boxes[i]
-                obj = objects[box] == i + 1
-                if obj.sum() < min_object_size:
-                    continue
-                strokes = _object_scribbles(obj, rng, radius, margin, lines_per_object, blobs_per_object)
-                region = out[z][box]
-                region[strokes] = cls + 1
-                taken += 1
-            annotated += taken
-        background = sec == 0
-        inner_bg = binary_erosion(background, _disk(margin)) if margin > 0 else background
-        pts = np.argwhere(inner_bg)
-        # people paint more background than objects (there is more of it, and it holds the confusers)
-        n_bg = background_strokes if background_strokes is not None else max(10, 2 * annotated)
-        for _ in range(n_bg if len(pts) else 0):
-            p = pts[rng.integers(len(pts))]
-            angle = rng.uniform(0, np.pi)
-            length = rng.uniform(*stroke_length)
-            q = p + length * np.array([np.sin(angle), np.cos(angle)])
-            stroke = _thicken_line(sec.shape, p, q, radius) & inner_bg
-            out[z][stroke & (out[z] == 0)] = 1
-    return out
+    return labels
+
+
+def _scribble_objects(sec, target, rng, *, n_objects, radius, margin, lines, blobs, min_object_size):
+    """Paint strokes into the objects of one section (``target``, in place); returns how many objects."""
+    from scipy.ndimage import find_objects, label
+
+    annotated = 0
+    for cls in [int(c) for c in np.unique(sec) if c > 0]:
+        objects, n = label(sec == cls)
+        boxes = find_objects(objects)
+        order = rng.permutation(n)
+        taken = 0
+        for i in order:
+            if n_objects is not None and taken >= n_objects:
+                break
+            box = boxes[i]
+            obj = objects[box] == i + 1
+            if obj.sum() < min_object_size:
+                continue
+            strokes = _object_scribbles(obj, rng, radius, margin, lines, blobs)
+            region = target[box]
+            region[strokes] = cls + 1
+            taken += 1
+        annotated += taken
+    return annotated
+
+
+def _scribble_background(sec, target, rng, n_strokes, stroke_length, radius, margin):
+    """Paint ``n_strokes`` straight background strokes, ``margin`` away from objects, where still unlabelled."""
+    from scipy.ndimage import binary_erosion
+
+    background = sec == 0
+    inner_bg = binary_erosion(background, _disk(margin)) if margin > 0 else background
+    pts = np.argwhere(inner_bg)
+    for _ in range(n_strokes if len(pts) else 0):
+        p = pts[rng.integers(len(pts))]
+        angle = rng.uniform(0, np.pi)
+        length = rng.uniform(*stroke_length)
+        q = p + length * np.array([np.sin(angle), np.cos(angle)])
+        stroke = _thicken_line(sec.shape, p, q, radius) & inner_bg
+        target[stroke & (target == 0)] = 1
