@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._volume import Volume
+from ._volume import Volume, as_dask
 from ._voxel import check_voxel_size
 
 __all__ = ["VolumeInput", "as_volume_array", "load_in_memory"]
@@ -58,6 +58,9 @@ def as_volume_array(obj, name: str, *, voxel_size=None, allow_2d: bool = False) 
     ((2, 3, 4), (50.0, 4.0, 4.0), None)
     >>> as_volume_array(np.zeros((3, 4)), "image", allow_2d=True).data.shape
     (1, 3, 4)
+    >>> import zarr
+    >>> as_volume_array(zarr.zeros((3, 4)), "image", allow_2d=True).data.shape
+    (1, 3, 4)
     """
     source = None
     if isinstance(obj, (str, os.PathLike)):
@@ -71,6 +74,8 @@ def as_volume_array(obj, name: str, *, voxel_size=None, allow_2d: bool = False) 
         obj = np.asarray(obj)
     shape = tuple(int(s) for s in obj.shape)
     if allow_2d and len(shape) == 2:
+        if not (isinstance(obj, np.ndarray) or hasattr(obj, "compute")):
+            obj = as_dask(obj)  # zarr and h5py arrays cannot index with None
         obj, shape = obj[None], (1, *shape)
     if len(shape) != 3:
         expected = "a 3D (z, y, x) volume or a 2D (y, x) section" if allow_2d else "a 3D (z, y, x) array"
