@@ -27,6 +27,7 @@ use closed forms. Rows are processed in bands of 128 that stay in cache, and on 
 worker threads (as many as ``torch.get_num_threads()``) with torch's own intra-op threading set to 1
 for the duration of the call (restored afterwards): thousands of small ops scale badly with intra-op
 threads and stall badly when the cores are shared, independent bands scale well.
+The filters live in :mod:`vemkit._filters`, the band engine in :mod:`vemkit._feature_engine`.
 
 Not for: training or applying the forest (:mod:`vemkit.pixel_classifier`), deep features.
 """
