@@ -4,14 +4,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from vemkit._filters import derivative_kernels, eig3, kernel_radius
 from vemkit.features import (
     DEFAULT_SCALES,
     DEFAULT_FEATURES,
     FEATURE_TYPES,
     FeatureConfig,
-    _eig3,
-    _kernels,
-    _radius,
     auto_mode,
     compute_features,
     compute_features_blockwise,
@@ -80,7 +78,7 @@ def test_halo_and_auto_mode():
     assert cfg.halo() == (0, 28, 28)
     assert FeatureConfig(features=("gaussian",)).halo() == (0, 18, 18)
     h3 = FeatureConfig(mode="3d").halo((40, 8, 8))  # z sigmas are 5x smaller
-    assert h3 == (_radius(1.0) + _radius(0.5), 28, 28)
+    assert h3 == (kernel_radius(1.0) + kernel_radius(0.5), 28, 28)
     assert FeatureConfig(mode="3d").halo((8, 8, 8)) == (28, 28, 28)
     with pytest.raises(ValueError, match="voxel_size"):
         FeatureConfig(mode="3d").halo()
@@ -94,8 +92,8 @@ def test_halo_and_auto_mode():
 
 @pytest.mark.parametrize("sigma", [0.05, 0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0])
 def test_kernels_are_normalised_and_exact_on_polynomials(sigma):
-    r = _radius(sigma)
-    k = _kernels(sigma, r)
+    r = kernel_radius(sigma)
+    k = derivative_kernels(sigma, r)
     t = np.arange(-r, r + 1.0)
     assert len(k["g"]) == 2 * r + 1 and r >= 1
     assert k["g"].sum() == pytest.approx(1.0)
@@ -166,7 +164,7 @@ def test_eig3_closed_form_matches_numpy_and_is_safe():
     m[30:40] = 1e4 * m[30:40]
     t = torch.from_numpy(m.astype(np.float32))
     outs = [torch.empty(500) for _ in range(3)]
-    _eig3(torch, t[:, 0, 0], t[:, 1, 1], t[:, 2, 2], t[:, 0, 1], t[:, 0, 2], t[:, 1, 2], outs)
+    eig3(torch, t[:, 0, 0], t[:, 1, 1], t[:, 2, 2], t[:, 0, 1], t[:, 0, 2], t[:, 1, 2], outs)
     got = torch.stack(outs, 1).numpy()
     ref = np.linalg.eigvalsh(m)[:, ::-1]
     scale = np.abs(m).reshape(500, -1).max(1, keepdims=True) + 1e-12

@@ -6,6 +6,7 @@ from scipy import ndimage as ndi
 
 from vemkit._volume import Volume
 from vemkit.instances import (
+    boundaries,
     connected_components,
     distance_watershed,
     instances_blockwise,
@@ -327,3 +328,36 @@ def test_blockwise_writes_ome_zarr(tmp_path, phantom):
     assert one_to_one(np.asarray(labels), connected_components(mask))
     with pytest.raises(FileExistsError):
         instances_blockwise(mask, target, voxel_size=vs, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- boundaries
+
+
+def _boundaries_by_hand(ids, axes):
+    """What notebook 06 computes by hand: both voxels of every pair of neighbours with different ids."""
+    b = np.zeros(ids.shape, bool)
+    for ax in axes:
+        d = np.diff(ids.astype(np.int64), axis=ax) != 0
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        b[tuple(lo)] |= d
+        b[tuple(hi)] |= d
+    return b
+
+
+def test_boundaries_match_the_by_hand_membranes():
+    ids = make_phantom((6, 48, 48), seed=4).instances["cells"]
+    planar = boundaries(ids)
+    assert planar.dtype == bool and planar.shape == ids.shape
+    np.testing.assert_array_equal(planar, _boundaries_by_hand(ids, (1, 2)))
+    full = boundaries(Volume.from_array(ids, voxel_size=(40, 8, 8)), planar=False)
+    np.testing.assert_array_equal(full, _boundaries_by_hand(ids, (0, 1, 2)))
+    assert (full >= planar).all() and full.sum() > planar.sum()
+    # unsigned ids: a smaller id next to a larger one is a boundary too (no wrap-around)
+    two = np.array([[[2, 1, 1]]], np.uint8)
+    np.testing.assert_array_equal(boundaries(two), [[[True, True, False]]])
+    assert not boundaries(np.ones((2, 3, 3), np.uint16)).any()
+    with pytest.raises(ValueError, match="labels"):
+        boundaries(ids.astype(np.float32))
+    with pytest.raises(ValueError, match="3D"):
+        boundaries(ids[0])

@@ -15,6 +15,12 @@ import math
 
 import numpy as np
 
+from ._checks import check_finite, check_grey_dtype, check_nonnegative
+from ._inputs import load_in_memory
+from ._masks import MAX_IN_MEMORY_BYTES, load_mask, require_voxel_size
+from ._peaks import spaced_peaks
+from ._voxel import check_voxel_size
+
 __all__ = [
     "normalize",
     "threshold",
@@ -25,9 +31,6 @@ __all__ = [
     "MAX_IN_MEMORY_BYTES",
 ]
 
-#: Largest input (in bytes) these in-memory functions accept; crop bigger volumes first.
-MAX_IN_MEMORY_BYTES = 4 * 1024**3
-
 _METHODS = ("otsu", "li", "global", "local")
 
 
@@ -35,74 +38,12 @@ _METHODS = ("otsu", "li", "global", "local")
 # input handling
 
 
-def _load(image, name: str) -> tuple[np.ndarray, tuple | None]:
-    """Return ``image`` as a 3D numpy array, and the voxel size it carries (Volumes only)."""
-    from ._volume import Volume
-
-    voxel_size = None
-    if isinstance(image, Volume):
-        voxel_size = image.voxel_size
-        nbytes, shape = image.nbytes, image.shape
-    else:
-        shape = tuple(getattr(image, "shape", np.shape(image)))
-        nbytes = getattr(image, "nbytes", None)
-    if len(shape) != 3:
-        hint = " (for a single 2D section pass image[None])" if len(shape) == 2 else ""
-        raise ValueError(f"{name} must be a 3D (z, y, x) array, got shape {shape}{hint}")
-    if nbytes is not None and nbytes > MAX_IN_MEMORY_BYTES:
-        raise ValueError(
-            f"{name} is {nbytes / 1024**3:.1f} GiB; the classic heuristics work in memory up to "
-            f"{MAX_IN_MEMORY_BYTES / 1024**3:.0f} GiB: crop a region first "
-            "(e.g. volume.data[:, :2048, :2048])"
-        )
-    if isinstance(image, Volume):
-        array = np.asarray(image)
-    elif hasattr(image, "compute") and not isinstance(image, np.ndarray):  # dask and friends
-        array = np.asarray(image.compute())
-    else:
-        array = np.asarray(image)
-    return array, voxel_size
-
-
 def _load_image(image, name: str = "image"):
-    array, voxel_size = _load(image, name)
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise ValueError(f"{name} must be a grey-value image (integer or float), got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values; fill or mask them first")
+    """``(grey values, voxel size it carries or None)``: finite integers or floats, in memory."""
+    array, voxel_size, _ = load_in_memory(image, name, max_bytes=MAX_IN_MEMORY_BYTES)
+    check_grey_dtype(array, name)
+    check_finite(array, name)
     return array, voxel_size
-
-
-def _load_mask(mask, name: str = "mask"):
-    array, voxel_size = _load(mask, name)
-    if array.dtype != bool:
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{name} must be a boolean (or integer label) array, got dtype {array.dtype}")
-        array = array != 0
-    return array, voxel_size
-
-
-def _voxel_size(explicit, carried, what: str):
-    """The voxel size to use: the one given, else the one a Volume carries, else an error."""
-    from ._voxel import check_voxel_size
-
-    if explicit is not None:
-        return check_voxel_size(explicit)
-    if carried is not None:
-        return check_voxel_size(carried)
-    raise ValueError(f"{what} needs voxel_size=(z, y, x) in nm (vemkit never assumes isotropic 1 nm voxels)")
-
-
-def _check_nonnegative(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,8 +187,8 @@ def threshold(
         elif method == "li":
             t = float(filters.threshold_li(array.ravel()))
         else:
-            vs = _voxel_size(voxel_size, carried, 'threshold(method="local")')
-            width = _check_nonnegative(block_size_nm, "block_size_nm")
+            vs = require_voxel_size(voxel_size, carried, 'threshold(method="local")')
+            width = check_nonnegative(block_size_nm, "block_size_nm")
             # odd window per axis; 1 along an axis whose voxels are wider than the window (thick sections)
             block = tuple(int(2 * (w // 2) + 1) for w in _physical_radius_to_voxels(width, vs))
             offset = float(offset)
@@ -288,10 +229,8 @@ def structuring_element(radius_nm: float, voxel_size) -> np.ndarray:
     >>> structuring_element(10, (5, 5, 5)).shape
     (5, 5, 5)
     """
-    from ._voxel import check_voxel_size
-
     vs = np.asarray(check_voxel_size(voxel_size))
-    radius_nm = _check_nonnegative(radius_nm, "radius_nm")
+    radius_nm = check_nonnegative(radius_nm, "radius_nm")
     half = np.floor(radius_nm / vs + 1e-9).astype(int)
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     if radius_nm == 0:
@@ -360,17 +299,17 @@ def clean(
     """
     from scipy import ndimage as ndi
 
-    array, carried = _load_mask(mask)
+    array, carried = load_mask(mask)
     if min_size is not None and min_size_nm3 is not None:
         raise ValueError("give min_size (voxels) or min_size_nm3 (nm³), not both")
     if fill_holes not in ("auto", True, False, "section"):
         raise ValueError(f'fill_holes must be "auto", True, False or "section", got {fill_holes!r}')
-    radius = _check_nonnegative(opening_radius_nm, "opening_radius_nm")
+    radius = check_nonnegative(opening_radius_nm, "opening_radius_nm")
     vs = None
     if radius > 0 or min_size_nm3 is not None:
-        vs = _voxel_size(voxel_size, carried, "a size in nm")
+        vs = require_voxel_size(voxel_size, carried, "a size in nm")
     elif voxel_size is not None or carried is not None:
-        vs = _voxel_size(voxel_size, carried, "clean")
+        vs = require_voxel_size(voxel_size, carried, "clean")
     if fill_holes == "auto":
         fill_holes = "section" if vs is not None and vs[0] > vs[1] + vs[2] else True
     out = array.copy()
@@ -382,7 +321,7 @@ def clean(
         out &= array  # an opening never adds voxels
 
     if min_size_nm3 is not None:
-        min_size = math.ceil(_check_nonnegative(min_size_nm3, "min_size_nm3") / float(np.prod(vs)) - 1e-9)
+        min_size = math.ceil(check_nonnegative(min_size_nm3, "min_size_nm3") / float(np.prod(vs)) - 1e-9)
     if min_size is not None:
         if isinstance(min_size, bool) or int(min_size) != min_size or min_size < 0:
             raise ValueError(f"min_size must be a non-negative integer (voxels), got {min_size!r}")
@@ -398,26 +337,6 @@ def clean(
 
 # --------------------------------------------------------------------------------------------------
 # instances
-
-
-def _spaced_peaks(coords, heights, components, voxel_size, min_distance_nm: float) -> np.ndarray:
-    """Keep the highest peaks so that no two of one object are closer than ``min_distance_nm`` (physical)."""
-    from scipy.spatial import cKDTree
-
-    order = np.argsort(-heights, kind="stable")
-    coords, components = coords[order], components[order]
-    if min_distance_nm <= 0 or len(coords) < 2:
-        return coords
-    physical = coords * np.asarray(voxel_size)
-    tree = cKDTree(physical)
-    removed = np.zeros(len(coords), dtype=bool)
-    for i in range(len(coords)):
-        if removed[i]:
-            continue
-        for j in tree.query_ball_point(physical[i], r=min_distance_nm * (1 - 1e-9)):
-            if j > i and components[j] == components[i]:  # every object keeps its highest peak
-                removed[j] = True
-    return coords[~removed]
 
 
 def watershed_split(mask, voxel_size=None, min_distance_nm: float = 150.0) -> np.ndarray:
@@ -456,9 +375,9 @@ def watershed_split(mask, voxel_size=None, min_distance_nm: float = 150.0) -> np
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    array, carried = _load_mask(mask)
-    vs = _voxel_size(voxel_size, carried, "watershed_split")
-    min_distance_nm = _check_nonnegative(min_distance_nm, "min_distance_nm")
+    array, carried = load_mask(mask)
+    vs = require_voxel_size(voxel_size, carried, "watershed_split")
+    min_distance_nm = check_nonnegative(min_distance_nm, "min_distance_nm")
     labels = np.zeros(array.shape, dtype=np.uint32)
     if not array.any():
         return labels
@@ -472,7 +391,7 @@ def watershed_split(mask, voxel_size=None, min_distance_nm: float = 150.0) -> np
         distance, footprint=footprint, labels=components, exclude_border=False, min_distance=1
     )
     index = tuple(coords.T)
-    coords = _spaced_peaks(coords, distance[index], components[index], vs, min_distance_nm)
+    coords = spaced_peaks(coords, distance[index], components[index], vs, min_distance_nm)
     markers = np.zeros(array.shape, dtype=np.int32)
     markers[tuple(coords.T)] = np.arange(1, len(coords) + 1)
     labels[...] = watershed(-distance, markers, mask=array)
@@ -542,7 +461,7 @@ def classic_pipeline(
     (['instances', 'mask', 'raw_mask', 'threshold'], 1, True)
     """
     array, carried = _load_image(image)
-    vs = _voxel_size(voxel_size, carried, "classic_pipeline")
+    vs = require_voxel_size(voxel_size, carried, "classic_pipeline")
     norm = normalize(array, lower=lower, upper=upper, per_section=per_section)
     raw, t = threshold(
         norm,
