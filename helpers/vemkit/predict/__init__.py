@@ -24,6 +24,6 @@ Not for: training (:mod:`vemkit.train`), random-forest models (:mod:`vemkit.pixe
 
 from ._planning import InferencePlan
 from ._predict import PredictionResult, estimate, predict_volume
-from ._store import LOG_FILE, RUN_FILE
+from ._store import LOG_FILE, RUN_FILE  # noqa: F401  (the files beside an output; public, not in __all__)
 
 __all__ = ["InferencePlan", "PredictionResult", "estimate", "predict_volume"]
