@@ -222,10 +222,10 @@ def _monai_module(cfg, model):
 
     module = copy.deepcopy(model.network).to(cfg.device).eval()
     if cfg.monai_optimized:
-        from vemkit.predict import _fuse_conv_bn
+        from vemkit.predict._network import fuse_conv_bn
 
         fmt = torch.channels_last_3d if model.ndim == 3 else torch.channels_last
-        module = _fuse_conv_bn(module).to(cfg.device).to(memory_format=fmt)
+        module = fuse_conv_bn(module).to(cfg.device).to(memory_format=fmt)
     return module
 
 
@@ -255,7 +255,7 @@ def run_monai(cfg, model, image: Path, out: Path, chunks, crop=None):
     import zarr
     from monai.inferers import sliding_window_inference
 
-    from vemkit.predict import _create_output
+    from vemkit.predict._store import create_output
 
     module = _monai_module(cfg, model)
     low, high = float(NORMALIZATION["low"]), float(NORMALIZATION["high"])
@@ -284,7 +284,7 @@ def run_monai(cfg, model, image: Path, out: Path, chunks, crop=None):
         labels = labels[0] if cfg.ndim == 3 else labels
         labels = labels.cpu().numpy()
     # the same kind of array vemkit writes (zarr v2, same chunks, same codecs)
-    _create_output(out, shape, tuple(chunks), 1, "uint8", False, True, len(CLASSES), "0.4")
+    create_output(out, shape, tuple(chunks), 1, "uint8", False, True, len(CLASSES), "0.4")
     zarr.open_array(str(out / "0"), mode="r+")[...] = labels
     sync(cfg.device)
     seconds = time.perf_counter() - t0
@@ -323,14 +323,14 @@ class Config:
         import torch
 
         from vemkit._device import resolve_device
-        from vemkit.predict import _resolve_amp
+        from vemkit._precision import resolve_amp
 
         self.args = args
         self.device = resolve_device(args.device)
         self.ndim = args.ndim
         self.size = args.model_size
         self.amp = False if args.no_amp else "auto"
-        amp = _resolve_amp(self.amp, self.device)
+        amp = resolve_amp(self.amp, self.device)
         self.amp_name = amp if amp != "none" else "fp32"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         gpu = self.device.type == "cuda"

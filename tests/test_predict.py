@@ -255,27 +255,69 @@ def test_estimate_plans_within_the_memory_budget(model2d):
         estimate(model2d, vol, device="cpu", memory_limit=1000, probe=False)
 
 
+def test_a_plan_runs_as_it_is(model2d, tmp_path):
+    """estimate -> predict_volume(plan=plan) runs the plan's block, halo, batch and device: the same
+    labels as passing them by hand."""
+    vol = (_volume((3, 200, 180), seed=7) * 255).astype(np.uint8)
+    plan = estimate(model2d, vol, device="cpu", memory_limit="2MB", probe=False)
+    assert plan.n_blocks > 3, "the budget should force several blocks"
+    by_plan = predict_volume(model2d, vol, tmp_path / "plan.ome.zarr", plan=plan, progress=False)
+    by_hand = predict_volume(model2d, vol, tmp_path / "hand.ome.zarr", device="cpu", block=plan.block,
+                             batch_size=plan.batch_size, progress=False)
+    assert (by_plan.block, by_plan.halo, by_plan.batch_size, by_plan.device) == \
+        (plan.block, plan.halo, plan.batch_size, plan.device)
+    assert by_plan.blocks == plan.n_blocks == by_hand.blocks
+    np.testing.assert_array_equal(np.asarray(open_volume(by_plan.labels).data),
+                                  np.asarray(open_volume(by_hand.labels).data))
+    # keywords that agree with the plan are accepted
+    again = predict_volume(model2d, vol, tmp_path / "same.ome.zarr", plan=plan, device="cpu", block=plan.block,
+                           halo=plan.halo, batch_size=plan.batch_size, progress=False)
+    assert again.block == plan.block
+
+
+def test_a_plan_refuses_keywords_that_contradict_it(model2d, tmp_path):
+    vol = _volume((2, 64, 64))
+    plan = estimate(model2d, vol, device="cpu", probe=False)
+    out = tmp_path / "refused.ome.zarr"
+    with pytest.raises(ValueError, match=r"block=\(1, 32, 32\) contradicts the plan"):
+        predict_volume(model2d, vol, out, plan=plan, block=(1, 32, 32), progress=False)
+    with pytest.raises(ValueError, match="halo=.* contradicts the plan"):
+        predict_volume(model2d, vol, out, plan=plan, halo=(0, 8, 8), progress=False)
+    with pytest.raises(ValueError, match="batch_size=3 contradicts the plan"):
+        predict_volume(model2d, vol, out, plan=plan, batch_size=3, progress=False)
+    with pytest.raises(ValueError, match="memory_limit=.* contradicts the plan"):
+        predict_volume(model2d, vol, out, plan=plan, memory_limit="1MB", progress=False)
+    with pytest.raises(ValueError, match="device='cuda' contradicts the plan"):
+        predict_volume(model2d, vol, out, plan=plan, device="cuda", progress=False)
+    with pytest.raises(ValueError, match="plan was made for a volume of shape"):
+        predict_volume(model2d, _volume((3, 64, 64)), out, plan=plan, progress=False)
+    with pytest.raises(TypeError, match="InferencePlan"):
+        predict_volume(model2d, vol, out, plan={"block": (1, 64, 64)}, progress=False)
+    assert not out.exists(), "a refused run must not leave an output behind"
+
+
 def test_gpu_plan_keeps_tensors_indexable_and_batches_many():
     """On a GPU the plan stays under 2**31 elements per tensor (cuDNN's 3D convolutions failed with an
     illegal memory access beyond it on an H100), keeps a batch near one GPU's worth of voxels, and
     leaves enough batches to overlap reading and writing with compute."""
     from types import SimpleNamespace
 
-    from vemkit.predict import _GPU_BATCH_VOXELS, _MAX_TENSOR_ELEMENTS, _max_tensor_elements, _plan, _resolve_network
+    from vemkit.predict._network import resolve_network
+    from vemkit.predict._planning import GPU_BATCH_VOXELS, MAX_TENSOR_ELEMENTS, max_tensor_elements, plan_blocks
 
     gpu = SimpleNamespace(type="cuda")
     for base, shape in ((8, (960, 2048, 2048)), (16, (256, 1024, 1024))):
-        net = _resolve_network(SegmentationModel(UNet(ndim=3, base_channels=base, depth=4, voxel_size=(8, 8, 8)),
+        net = resolve_network(SegmentationModel(UNet(ndim=3, base_channels=base, depth=4, voxel_size=(8, 8, 8)),
                                                  ["bg", "fg"], voxel_size=(8, 8, 8)))
-        block, batch, _budget, mem, _overhead, n_blocks = _plan(net, shape, gpu, tuple(net.halo), None, None,
-                                                               "45GB", 1)
+        block, batch, _budget, mem, _overhead, n_blocks = plan_blocks(net, shape, gpu, tuple(net.halo), None, None,
+                                                                      "45GB", 1)
         padded = np.prod([b + 2 * h for b, h in zip(block, net.halo)])
-        assert padded * batch <= _GPU_BATCH_VOXELS and mem <= 45e9
-        assert batch * _max_tensor_elements(net, block, net.halo) <= _MAX_TENSOR_ELEMENTS
+        assert padded * batch <= GPU_BATCH_VOXELS and mem <= 45e9
+        assert batch * max_tensor_elements(net, block, net.halo) <= MAX_TENSOR_ELEMENTS
         assert n_blocks / batch >= 4
         # a block the user asks for that would overflow is refused, not crashed on
         with pytest.raises(ValueError, match=r"2\*\*31"):
-            _plan(net, shape, gpu, tuple(net.halo), (256, 1024, 1024), None, "45GB", 1)
+            plan_blocks(net, shape, gpu, tuple(net.halo), (256, 1024, 1024), None, "45GB", 1)
 
 
 def _save_inputs(tmp_path, model2d):
@@ -345,7 +387,7 @@ def test_dask_local_cluster_gives_the_local_result(model2d, tmp_path):
 def test_decoder_only_where_kept_equals_the_whole_network(kind):
     """predict runs a vemkit U-Net's decoder only inside the block (the halo is context): the kept region
     must equal the whole network's output there, near the tensor's edges too."""
-    from vemkit.predict import _kept_unet, _unet_forward_kept
+    from vemkit.predict._network import kept_unet, unet_forward_kept
 
     torch.manual_seed(3)
     if kind == "2d":
@@ -355,11 +397,11 @@ def test_decoder_only_where_kept_equals_the_whole_network(kind):
     else:
         net, shape, keep = UNet(ndim=3, base_channels=4, depth=2, voxel_size=(8, 8, 8), residual=True), (2, 1, 32, 32, 48), ((8, 24), (8, 24), (16, 48))
     net = randomise_batchnorm(net)
-    assert _kept_unet(net) is net
+    assert kept_unet(net) is net
     x = torch.randn(shape)
     with torch.inference_mode():
         ref = net(x)[(slice(None), slice(None), *(slice(a, b) for a, b in keep))]
-        got = _unet_forward_kept(net, x, keep)
+        got = unet_forward_kept(net, x, keep)
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
 
@@ -367,4 +409,4 @@ def test_decoder_only_where_kept_equals_the_whole_network(kind):
         def forward(self, x):
             return super().forward(x) * 2
 
-    assert _kept_unet(Custom(ndim=2, base_channels=4, depth=2)) is None  # only the forward it reproduces
+    assert kept_unet(Custom(ndim=2, base_channels=4, depth=2)) is None  # only the forward it reproduces

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._modeldir import UNET_KIND
+from . import __version__
+from ._device import resolve_device
+from ._modeldir import UNET_KIND, NotAModelDirectory, read_config
 
 __all__ = [
     "MODEL_KIND",
@@ -384,8 +386,6 @@ class SegmentationModel:
 
     def config(self) -> dict:
         """The JSON config of the model directory."""
-        from . import __version__
-
         if not hasattr(self.network, "config"):
             raise TypeError("only networks with a config() method (vemkit.models.UNet) can be saved as a model directory")
         return {
@@ -457,15 +457,13 @@ def load_model(model_dir, device="cpu") -> SegmentationModel:
     """
     from safetensors.torch import load_file
 
-    from ._device import resolve_device
-
     model_dir = Path(model_dir)
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ValueError(f"{str(model_dir)!r} is not a model directory: it has no config.json")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("kind") != MODEL_KIND:
-        raise ValueError(f"{str(model_dir)!r} holds a model of kind {cfg.get('kind')!r}, not a vemkit U-Net ({MODEL_KIND!r})")
+    try:
+        cfg = read_config(model_dir, kind=UNET_KIND)
+    except NotAModelDirectory:
+        raise NotAModelDirectory(f"{str(model_dir)!r} is not a model directory: it has no config.json") from None
+    except ValueError as err:
+        raise ValueError(f"not a vemkit U-Net ({UNET_KIND!r}): {err}") from None
     weights = model_dir / "weights.safetensors"
     if not weights.is_file():
         raise ValueError(f"{str(model_dir)!r} has no weights.safetensors")

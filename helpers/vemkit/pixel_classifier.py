@@ -17,9 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from ._annotations import Annotations
+from ._blockwise import map_with_halo, read_with_halo
+from ._intensity import sample_values
+from ._modeldir import FOREST_KIND, NotAModelDirectory, read_config
+from ._volume import Volume
+from ._voxel import check_voxel_size
+from .features import FeatureConfig, auto_mode, compute_features
+from .io import write_ome_zarr, write_tiff
+
 __all__ = ["PixelClassifier", "load_pixel_classifier", "intensity_range"]
 
-MODEL_KIND = "vemkit.pixel_classifier"
+MODEL_KIND = FOREST_KIND
 
 
 def intensity_range(data, lower: float = 1.0, upper: float = 99.0, max_sections: int = 8, max_side: int = 1024):
@@ -32,8 +42,6 @@ def intensity_range(data, lower: float = 1.0, upper: float = 99.0, max_sections:
     >>> intensity_range(np.arange(1000, dtype=np.uint16).reshape(10, 10, 10), 0, 100)
     (0.0, 999.0)
     """
-    from ._intensity import sample_values
-
     values = sample_values(data, max_sections, max_side)
     lo, hi = np.percentile(values, [lower, upper])
     if hi <= lo:
@@ -94,8 +102,6 @@ class PixelClassifier:
     # ------------------------------------------------------------------ helpers
     def feature_config(self):
         """The :class:`~vemkit.features.FeatureConfig` in use (chosen from the voxel size if not given)."""
-        from .features import FeatureConfig, auto_mode
-
         if self.features is None:
             mode = auto_mode(self.voxel_size) if self.voxel_size is not None else "2d"
             self.features = FeatureConfig(mode=mode)
@@ -114,8 +120,6 @@ class PixelClassifier:
         return intensity_range(data, n.get("lower", 1.0), n.get("upper", 99.0))
 
     def _features(self, block, value_range, device="cpu"):
-        from .features import compute_features
-
         lo, hi = value_range
         norm = (np.asarray(block, dtype=np.float32) - lo) / (hi - lo)
         return compute_features(norm, self.feature_config(), voxel_size=self.voxel_size, device=device)
@@ -124,8 +128,6 @@ class PixelClassifier:
         """Features of section ``z`` (with its z halo), cached by content so that retraining after a
         new stroke recomputes only the forest."""
         import hashlib
-
-        from ._blockwise import read_with_halo
 
         halo = self.halo()
         region = (slice(z, z + 1), slice(0, data.shape[1]), slice(0, data.shape[2]))
@@ -173,9 +175,6 @@ class PixelClassifier:
         """
         from tqdm.auto import tqdm
 
-        from ._annotations import Annotations
-        from ._volume import Volume
-
         t0 = time.perf_counter()
         data = image.data if isinstance(image, Volume) else image
         if getattr(data, "ndim", 0) == 2:
@@ -193,8 +192,6 @@ class PixelClassifier:
         if tuple(ann_array.shape) != tuple(data.shape):
             raise ValueError(f"annotations have shape {tuple(ann_array.shape)}; the image {tuple(data.shape)}")
         if voxel_size is not None:
-            from ._voxel import check_voxel_size
-
             self.voxel_size = check_voxel_size(voxel_size)
         config = self.feature_config()
         n_values = len(self.classes)
@@ -260,8 +257,6 @@ class PixelClassifier:
         by default it is chosen so that at most 384 x 384 pixels are classified. Measured on 2 CPU cores
         for a 1024 x 1024 VNC section: retraining after a stroke 0.9-1.0 s, preview 0.65 s.
         """
-        from ._volume import Volume
-
         self._check_fitted()
         data = image.data if isinstance(image, Volume) else image
         if getattr(data, "ndim", 0) == 2:
@@ -283,9 +278,6 @@ class PixelClassifier:
 
     def lazy_probabilities(self, image, *, block=None, device="cpu"):
         """Probabilities as a lazy (C, Z, Y, X) uint8 dask array (255 = certain), block by block with halo."""
-        from ._blockwise import map_with_halo
-        from ._volume import Volume
-
         self._check_fitted()
         data = image.data if isinstance(image, Volume) else image
         if getattr(data, "ndim", 0) != 3:
@@ -332,9 +324,6 @@ class PixelClassifier:
         """
         import dask
 
-        from .io import write_ome_zarr, write_tiff
-        from ._volume import Volume
-
         voxel_size = image.voxel_size if isinstance(image, Volume) and image.voxel_size else self.voxel_size
         proba = self.lazy_probabilities(image, block=block, device=device)
         result = proba if probabilities else proba.argmax(axis=0).astype(np.uint8)
@@ -357,8 +346,6 @@ class PixelClassifier:
         """
         import joblib
         import sklearn
-
-        from . import __version__
 
         self._check_fitted()
         model_dir = Path(model_dir)
@@ -390,12 +377,12 @@ def load_pixel_classifier(model_dir) -> PixelClassifier:
     import joblib
 
     model_dir = Path(model_dir)
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{str(model_dir)!r} is not a vemkit model directory (no config.json)")
-    config = json.loads(cfg_path.read_text())
-    if config.get("kind") != MODEL_KIND:
-        raise ValueError(f"{str(model_dir)!r} holds a {config.get('kind')!r} model, not a pixel classifier")
+    try:
+        config = read_config(model_dir, kind=FOREST_KIND)
+    except NotAModelDirectory:
+        raise NotAModelDirectory(f"{str(model_dir)!r} is not a vemkit model directory (no config.json)") from None
+    except ValueError as err:
+        raise ValueError(f"not a pixel classifier: {err}") from None
     forest = config["forest"]
     clf = PixelClassifier(
         classes=config["classes"], features=config["features"], n_estimators=forest["n_estimators"],
