@@ -23,6 +23,8 @@ The package is organised by pipeline stage, one small module per concern:
 - :mod:`vemkit.tour` runs notebooks 01 to 05 in order, each on the previous one's outputs, and writes
   an HTML report (``vemkit tour``, the main job); :mod:`vemkit.colab` sets up a Colab runtime for
   the notebooks.
+- :mod:`vemkit.examples` gives the notebooks and the tour their example data: a dataset, a phantom or
+  the user's own image, cropped, with its ground truth.
 - :mod:`vemkit.cli` is the ``vemkit`` command line.
 
 Importing :mod:`vemkit` is cheap: submodules are imported on first use.
@@ -40,6 +42,7 @@ _SUBMODULES = (
     "colab",
     "datasets",
     "domain",
+    "examples",
     "export",
     "features",
     "instances",
