@@ -18,7 +18,6 @@ Not for: running a trained model over a volume (:mod:`vemkit.predict`).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import EXTRA_TARGETS, extra_target_losses, masked_losses  # noqa: F401
 from ._patches import PatchSampler, load_region
+from ._sections import with_voxel_size
 from ._trainloop import TrainLoop, run_environment
 from ._trainplan import TrainingPlan, fingerprint, plan_training
 from ._voxel import check_voxel_size
@@ -198,7 +198,7 @@ def finetune(
     if base == "auto":
         base = _auto_base(plan.ndim if plan else None, data, ann, vs, dev)
     if plan is None:
-        plan = plan_training(data if vs is None else _with_vs(data, vs), ann, voxel_size=vs, device=str(dev), base=base)
+        plan = plan_training(data if vs is None else with_voxel_size(data, vs), ann, voxel_size=vs, device=str(dev), base=base)
     plan.extra_targets = list(extra_targets)
     counts = plan.fingerprint.get("counts") or fingerprint(data.shape, vs, ann)["counts"]
     classes = _class_names(classes or ann_classes, max(int(k) for k in counts))
@@ -332,12 +332,6 @@ class _FinetuneLoop(TrainLoop):
         return loss, {"loss": loss}
 
 
-def _with_vs(data, vs):
-    from ._volume import Volume
-
-    return Volume.from_array(data, voxel_size=vs) if not hasattr(data, "dask") else Volume(data=data, voxel_size=vs)
-
-
 def _auto_base(ndim, data, ann, vs, dev):
     """The first shipped base model of the dimensionality the data calls for, or None."""
     from .models import load_model
@@ -348,7 +342,7 @@ def _auto_base(ndim, data, ann, vs, dev):
     want = ndim
     if want is None:
         try:
-            want = plan_training(_with_vs(data, vs) if vs else data, ann, voxel_size=vs, device=str(dev)).ndim
+            want = plan_training(with_voxel_size(data, vs) if vs else data, ann, voxel_size=vs, device=str(dev)).ndim
         except ValueError:
             raise
     if DEFAULT_BASE_MODELS.get(want) in names:
