@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._modeldir import NotAModelDirectory, read_config
 
-__all__ = ["BASE_MODELS_DIR", "DEFAULT_BASE_MODELS", "base_model_path", "holds_model", "list_base_models"]
+__all__ = ["BASE_MODELS_DIR", "DEFAULT_BASE_MODELS", "base_model_path", "holds_model", "list_base_models", "output_directory"]
 
 BASE_MODELS_DIR = Path(__file__).parent / "base_models"
 
@@ -34,6 +34,14 @@ def holds_model(path) -> bool:
     except NotAModelDirectory:
         return False
     return True
+
+
+def output_directory(out, overwrite: bool):
+    """``out`` as a Path (or None), refusing one that already holds a model unless ``overwrite``."""
+    out = Path(out) if out is not None else None
+    if out is not None and holds_model(out) and not overwrite:
+        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
+    return out
 
 
 def list_base_models() -> dict:

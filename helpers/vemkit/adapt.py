@@ -25,14 +25,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import __version__
 from ._annotation_input import annotation_array
-from ._basemodels import holds_model
+from ._basemodels import holds_model, output_directory
 from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import masked_losses
@@ -267,73 +267,70 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     >>> adapted.training["adaptation"]["method"], adapted.training["adaptation"]["iterations"]
     ('dann', 2)
     """
-    from . import __version__
-
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
-    out = Path(out) if out is not None else None
-    if out is not None and holds_model(out) and not overwrite:
-        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
+    out = output_directory(out, overwrite)
     model = as_model(model)
-    if model.ndim != 2:
-        raise ValueError(f"vemkit adapts 2D models; this one is {model.ndim}D")
-    _, tvs, _ = as_volume_array(target, "target", voxel_size=target_voxel_size)
-    if model.voxel_size is not None and tvs is None:
-        raise ValueError("the target has no voxel size: pass target_voxel_size=(z, y, x) in nm, so it can be brought "
-                         f"to the model's {model.voxel_size[1]:g} nm pixels")
-    target_v = with_voxel_size(as_volume_array(target, "target").data, tvs) if tvs is not None else target
+    target_v, tvs = _target_volume(model, target, target_voxel_size)
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    if method == "histogram":
-        norm = histogram_normalization(source, voxel_size=source_voxel_size, normalization=model.normalization)
-        training = dict(model.training)
-        training["adaptation"] = {"method": "histogram", "vemkit_version": __version__, "levels": norm["levels"]}
-        adapted = replace_network(model, copy.deepcopy(model.network), training, normalization=norm)
-        return _finish(adapted, out, overwrite)
-    if method == "adabn":
-        return _finish(adapt_batchnorm(model, target_v, patch=patch, device=dev, seed=seed), out, overwrite)
+    if method in ("histogram", "adabn"):
+        return _finish(_untrained(method, model, source, source_voxel_size, target_v, patch, dev, seed), out, overwrite)
     if minutes is None and iterations is None:
         raise ValueError("give a budget: minutes=... and/or iterations=...")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     xs, ys, s_sections = _source_sections(model, source, source_annotations, source_voxel_size, max_sections)
     xt, t_sections, zoom = load_sections(model, target_v, max_sections=max_sections)
-    div = model.network.divisor[0]
-    patch = max(div, (min(patch, *xs.shape[1:], *xt.shape[1:]) // div) * div)
-    net = copy.deepcopy(model.network)
-    aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
-    loop = _AdaptLoop(net, aux, method, (xs, ys), xt, rng, torch.Generator().manual_seed(seed), patch, batch_size,
-                      _source_loss(model, dev), reconstruction_weight, domain_weight, device=dev, amp=amp, lr=lr,
-                      progress=progress)
+    loop = _AdaptLoop(model, method, (xs, ys), xt, rng, torch.Generator().manual_seed(seed), patch, batch_size,
+                      reconstruction_weight, domain_weight, device=dev, amp=amp, lr=lr, progress=progress)
     history = loop.new_history()
-    step = loop.run(history, minutes=minutes, iterations=iterations)
+    loop.run(history, minutes=minutes, iterations=iterations)
     loop.finish()
+    patch = loop.patch
     training = dict(model.training)
-    adapted = replace_network(model, net, training)
+    adapted = replace_network(model, loop.net, training)
     if refresh_batchnorm:
         adapted = adapt_batchnorm(adapted, target_v, patch=patch, device=dev, seed=seed)
-    training["adaptation"] = {
-        "method": method,
-        "what": METHODS[method],
-        "vemkit_version": __version__,
-        "iterations": step,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "source_sections": s_sections,
-        "target_sections": t_sections,
-        "target_voxel_size": list(tvs) if tvs is not None else None,
-        "target_zoom": round(zoom, 4),
-        "patch": patch,
-        "batch_size": batch_size,
-        "lr": lr,
-        "refresh_batchnorm": bool(refresh_batchnorm),
-        "class_weights": loop.cw.tolist(),
-        "reconstruction_weight": reconstruction_weight if method == "ynet" else None,
-        "domain_weight": domain_weight if method == "dann" else None,
-        **run_environment(dev, seed),
-        "amp": loop.amp,
-        "history": history,
-    }
+    training["adaptation"] = _record(loop, history, t0, seed, source_sections=s_sections, target_sections=t_sections,
+                                     target_voxel_size=list(tvs) if tvs is not None else None,
+                                     target_zoom=round(zoom, 4), patch=patch, batch_size=batch_size, lr=lr,
+                                     refresh_batchnorm=bool(refresh_batchnorm))
     return _finish(replace_network(model, adapted.network, training), out, overwrite)
+
+
+def _record(loop, history, t0, seed, **data) -> dict:
+    """``training["adaptation"]`` of a trained adaptation: method, data, budget, loss history."""
+    method = loop.method
+    return {
+        "method": method, "what": METHODS[method], "vemkit_version": __version__, "iterations": loop.step,
+        "seconds": round(time.perf_counter() - t0, 1), **data, "class_weights": loop.cw.tolist(),
+        "reconstruction_weight": loop.reconstruction_weight if method == "ynet" else None,
+        "domain_weight": loop.domain_weight if method == "dann" else None,
+        **run_environment(loop.device, seed), "amp": loop.amp, "history": history,
+    }
+
+
+def _target_volume(model, target, voxel_size):
+    """The target carrying its voxel size (as the model's pixel size needs), and that voxel size; checks
+    that the model is 2D."""
+    if model.ndim != 2:
+        raise ValueError(f"vemkit adapts 2D models; this one is {model.ndim}D")
+    _, tvs, _ = as_volume_array(target, "target", voxel_size=voxel_size)
+    if model.voxel_size is not None and tvs is None:
+        raise ValueError("the target has no voxel size: pass target_voxel_size=(z, y, x) in nm, so it can be brought "
+                         f"to the model's {model.voxel_size[1]:g} nm pixels")
+    return (with_voxel_size(as_volume_array(target, "target").data, tvs) if tvs is not None else target), tvs
+
+
+def _untrained(method, model, source, source_voxel_size, target, patch, dev, seed):
+    """The adapted model of a method without training: ``histogram`` or ``adabn``."""
+    if method == "adabn":
+        return adapt_batchnorm(model, target, patch=patch, device=dev, seed=seed)
+    norm = histogram_normalization(source, voxel_size=source_voxel_size, normalization=model.normalization)
+    training = dict(model.training)
+    training["adaptation"] = {"method": "histogram", "vemkit_version": __version__, "levels": norm["levels"]}
+    return replace_network(model, copy.deepcopy(model.network), training, normalization=norm)
 
 
 def _source_loss(model, dev):
@@ -354,13 +351,17 @@ class _AdaptLoop(TrainLoop):
     history_keys = ("segmentation_loss", "auxiliary_loss")
     postfix_names = {"segmentation_loss": "seg", "auxiliary_loss": "aux"}
 
-    def __init__(self, net, aux, method, source, target, rng, gen, patch, batch_size, source_loss,
-                 reconstruction_weight, domain_weight, **kw):
+    def __init__(self, model, method, source, target, rng, gen, patch, batch_size, reconstruction_weight,
+                 domain_weight, **kw):
+        net = copy.deepcopy(model.network)
+        aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
         super().__init__([net, aux], ndim=2, desc=f"adapting ({method})", **kw)
         self.net, self.aux, self.method = net, aux, method
         self.source, self.target, self.rng, self.gen = source, target, rng, gen
-        self.patch, self.batch_size = patch, batch_size
-        self.cw, self.dice_weight = source_loss
+        div = model.network.divisor[0]  # square patches the network takes, within both domains' sections
+        self.patch = max(div, (min(patch, *source[0].shape[1:], *target.shape[1:]) // div) * div)
+        self.batch_size = batch_size
+        self.cw, self.dice_weight = _source_loss(model, self.device)
         self.n_classes = len(self.cw)
         self.reconstruction_weight, self.domain_weight = reconstruction_weight, domain_weight
         self.augmenter = Augmenter(AugmentConfig.default(), ndim=2)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ._annotation_input import annotation_array
-from ._basemodels import BASE_MODELS_DIR, DEFAULT_BASE_MODELS, base_model_path, holds_model, list_base_models  # noqa: F401
+from ._basemodels import (BASE_MODELS_DIR, DEFAULT_BASE_MODELS, base_model_path, holds_model,  # noqa: F401
+                          list_base_models, output_directory)
 from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import EXTRA_TARGETS, extra_target_losses, masked_losses  # noqa: F401
@@ -107,29 +108,11 @@ def _build_network(plan, outputs, voxel_size, base):
     return net, note
 
 
-def finetune(
-    image,
-    annotations,
-    *,
-    classes=None,
-    base="auto",
-    out=None,
-    plan: TrainingPlan | None = None,
-    minutes: float | None = None,
-    iterations: int | None = None,
-    validation="auto",
-    device="auto",
-    seed: int = 0,
-    extra_targets=(),
-    amp="auto",
-    checkpoint_every: float = 60.0,
-    resume: bool = True,
-    overwrite: bool = False,
-    eval_every: int | None = None,
-    live_plot: bool = False,
-    progress: bool = True,
-    voxel_size=None,
-):
+def finetune(image, annotations, *, classes=None, base="auto", out=None, plan: TrainingPlan | None = None,
+             minutes: float | None = None, iterations: int | None = None, validation="auto", device="auto",
+             seed: int = 0, extra_targets=(), amp="auto", checkpoint_every: float = 60.0, resume: bool = True,
+             overwrite: bool = False, eval_every: int | None = None, live_plot: bool = False, progress: bool = True,
+             voxel_size=None):
     """Fine-tune a base model (or train from scratch) on sparse annotations.
 
     Parameters
@@ -179,15 +162,53 @@ def finetune(
     """
     import torch
 
-    from . import __version__
     from .models import SegmentationModel
-    from .pixel_classifier import intensity_range
 
     _check_budget(minutes, iterations, extra_targets)
-    out = Path(out) if out is not None else None
-    if out is not None and holds_model(out) and not overwrite:
-        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
+    out = output_directory(out, overwrite)
     dev = resolve_device(device)
+    job = _job(image, annotations, classes, base, plan, voxel_size, extra_targets, dev)
+    plan, n_classes = job["plan"], len(job["classes"])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net, head_note = _build_network(plan, job["classes"] + list(extra_targets), job["vs"], job["base"])
+    if head_note and progress:
+        print(head_note)
+    sampler, val_data, low, high = _training_data(job, validation, rng)
+    gen = torch.Generator().manual_seed(seed)
+    loop = _FinetuneLoop(net, plan, sampler, gen, job["weights"], n_classes, extra_targets, device=dev, amp=amp,
+                         progress=progress)
+    ckpt = out / "checkpoint.pt" if out is not None else None
+    history, elapsed_before = _resume(ckpt, loop, rng, gen, progress) if ckpt is not None and resume else (None, 0.0)
+    history = history or {**loop.new_history(), "val_iteration": [], "val_iou": []}
+    resumed_from = loop.step or None
+
+    def validate():
+        return _validate(net, val_data, n_classes, plan.ndim, dev)
+
+    def checkpoint(step, seconds, history):
+        _save_checkpoint(ckpt, net, loop.opt, step, seconds, history, rng, gen)
+
+    if val_data is not None and loop.step == 0:  # where the curve starts: the base model (or random weights)
+        loop.validate_into(history, validate)
+    loop.run(history, minutes=minutes, iterations=iterations, elapsed=elapsed_before,
+             validate=validate if val_data is not None else None,
+             eval_every=eval_every or max(10, (iterations or 200) // 10), monitor=_LivePlot() if live_plot else None,
+             checkpoint=checkpoint if ckpt is not None else None, checkpoint_every=checkpoint_every)
+    loop.finish()
+    record = _record(job, head_note, loop, resumed_from, seed, (low, high), history)
+    model = SegmentationModel(net, job["classes"], voxel_size=job["vs"], normalization=dict(plan.normalization),
+                              extra_targets=list(extra_targets), training=record)
+    if out is not None:
+        model.save(out, overwrite=True if (out.exists() and not holds_model(out)) else overwrite)
+        if ckpt.exists():
+            ckpt.unlink()
+        plan.save(out / "plan.json")
+    return model
+
+
+def _job(image, annotations, classes, base, plan, voxel_size, extra_targets, dev) -> dict:
+    """What to train on: data, annotations, voxel size, base, plan, class names and weights."""
     data, image_vs, image_source = as_volume_array(image, "image")
     ann, ann_classes, ann_vs = annotation_array(annotations)
     if tuple(ann.shape) != tuple(data.shape):
@@ -202,15 +223,18 @@ def finetune(
     plan.extra_targets = list(extra_targets)
     counts = plan.fingerprint.get("counts") or fingerprint(data.shape, vs, ann)["counts"]
     classes = _class_names(classes or ann_classes, max(int(k) for k in counts))
-    n_classes = len(classes)
-    weights = list(plan.class_weights) + [1.0] * (n_classes - len(plan.class_weights))
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    net, head_note = _build_network(plan, classes + list(extra_targets), vs, base)
-    if head_note and progress:
-        print(head_note)
+    weights = list(plan.class_weights) + [1.0] * (len(classes) - len(plan.class_weights))
+    return {"data": data, "ann": ann, "vs": vs, "source": image_source, "base": base, "plan": plan,
+            "counts": counts, "classes": classes, "weights": weights}
+
+
+def _training_data(job, validation, rng):
+    """The patch sampler over the annotated region, the validation data (or None) and the intensity range."""
+    from .pixel_classifier import intensity_range
+
+    data, plan, n_classes = job["data"], job["plan"], len(job["classes"])
     low, high = intensity_range(data, plan.normalization.get("lower", 1.0), plan.normalization.get("upper", 99.0))
-    img, lab, offset = load_region(data, ann, plan, low, high, n_classes)
+    img, lab, offset = load_region(data, job["ann"], plan, low, high, n_classes)
     val_sections = [z - offset[0] for z in plan.validation_sections] if validation in ("auto", None) and plan.ndim == 2 else []
     if validation is None:
         val_sections = []
@@ -219,64 +243,50 @@ def finetune(
         annotated = [z - offset[0] for z in plan.fingerprint["annotated_sections"]]
         train_sections = [z for z in annotated if z not in val_sections]
     sampler = PatchSampler(img, lab, plan.patch, plan.ndim, plan.foreground_fraction, rng, train_sections)
-    val_data = _validation_data(validation, val_sections, img, lab, low, high)
-    gen = torch.Generator().manual_seed(seed)
-    loop = _FinetuneLoop(net, plan, sampler, gen, weights, n_classes, extra_targets, device=dev, amp=amp,
-                         progress=progress)
-    history = {**loop.new_history(), "val_iteration": [], "val_iou": []}
-    elapsed_before = 0.0
-    ckpt = out / "checkpoint.pt" if out is not None else None
-    if ckpt is not None and ckpt.exists() and resume:
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
-        net.load_state_dict(state["network"])
-        loop.opt.load_state_dict(state["optimizer"])
-        loop.step, elapsed_before, history = state["step"], state["seconds"], state["history"]
-        rng.bit_generator.state = state["rng"]
-        gen.set_state(state["torch_rng"])
-        sampler.rng = rng
-        if progress:
-            print(f"resumed from {ckpt} at iteration {loop.step}")
-    resumed_from = loop.step or None
+    return sampler, _validation_data(validation, val_sections, img, lab, low, high), low, high
 
-    def validate():
-        return _validate(net, val_data, n_classes, plan.ndim, dev)
 
-    def checkpoint(step, seconds, history):
-        _save_checkpoint(ckpt, net, loop.opt, step, seconds, history, rng, gen)
+def _resume(ckpt, loop, rng, gen, progress):
+    """Network, optimiser, step and random streams from an interrupted run: ``(history, seconds)``, or
+    ``(None, 0.0)`` without a checkpoint."""
+    import torch
 
-    if val_data is not None and loop.step == 0:  # where the curve starts: the base model (or random weights)
-        loop.validate_into(history, validate)
-    step = loop.run(history, minutes=minutes, iterations=iterations, elapsed=elapsed_before,
-                    validate=validate if val_data is not None else None,
-                    eval_every=eval_every or max(10, (iterations or 200) // 10),
-                    monitor=_LivePlot() if live_plot else None,
-                    checkpoint=checkpoint if ckpt is not None else None, checkpoint_every=checkpoint_every)
-    loop.finish()
-    record = {
+    if not ckpt.exists():
+        return None, 0.0
+    state = torch.load(ckpt, map_location=loop.device, weights_only=False)
+    loop.modules[0].load_state_dict(state["network"])
+    loop.opt.load_state_dict(state["optimizer"])
+    loop.step = state["step"]
+    rng.bit_generator.state = state["rng"]
+    gen.set_state(state["torch_rng"])
+    if progress:
+        print(f"resumed from {ckpt} at iteration {loop.step}")
+    return state["history"], state["seconds"]
+
+
+def _record(job, head_note, loop, resumed_from, seed, intensity, history) -> dict:
+    """The model's ``training`` record: plan, history, time, data, device."""
+    from . import __version__
+
+    classes = job["classes"]
+    return {
         "vemkit_version": __version__,
         "method": "unet",
-        "base": str(base) if base is not None else None,
+        "base": str(job["base"]) if job["base"] is not None else None,
         "head": head_note,
-        "plan": plan.to_dict(),
-        "iterations": step,
+        "plan": job["plan"].to_dict(),
+        "iterations": loop.step,
         "resumed_from": resumed_from,
         "seconds": round(loop.seconds(), 1),
-        **run_environment(dev, seed),
+        **run_environment(loop.device, seed),
         "amp": loop.amp,
-        "intensity_range": [low, high],
-        "image": image_source,
-        "annotated_voxels": {classes[int(k) - 1] if int(k) - 1 < len(classes) else str(k): int(v) for k, v in counts.items()},
+        "intensity_range": list(intensity),
+        "image": job["source"],
+        "annotated_voxels": {classes[int(k) - 1] if int(k) - 1 < len(classes) else str(k): int(v)
+                             for k, v in job["counts"].items()},
         "final_val_iou": history["val_iou"][-1] if history["val_iou"] else None,
         "history": history,
     }
-    model = SegmentationModel(net, classes, voxel_size=vs, normalization=dict(plan.normalization),
-                              extra_targets=list(extra_targets), training=record)
-    if out is not None:
-        model.save(out, overwrite=True if (out.exists() and not holds_model(out)) else overwrite)
-        if ckpt is not None and ckpt.exists():
-            ckpt.unlink()
-        plan.save(out / "plan.json")
-    return model
 
 
 def _check_budget(minutes, iterations, extra_targets):
