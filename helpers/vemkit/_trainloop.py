@@ -73,7 +73,7 @@ class TrainLoop:
     ...     def forward_and_loss(self, fraction):
     ...         loss = (self.modules[0](torch.ones(1, 1)) - 1.0).pow(2).mean()
     ...         return loss, {"loss": loss}
-    >>> torch.manual_seed(0) and None
+    >>> _ = torch.manual_seed(0)
     >>> loop = Fit([torch.nn.Linear(1, 1)], device=torch.device("cpu"), amp=False, ndim=2, lr=0.1, progress=False)
     >>> history = loop.new_history()
     >>> loop.run(history, iterations=5)
