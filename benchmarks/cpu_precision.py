@@ -30,10 +30,11 @@ import numpy as np
 def _train_step_seconds(net, shape, n_classes, amp, repeats, warmup=2):
     import torch
 
-    from vemkit.train import _training_precision, masked_losses
+    from vemkit._precision import training_precision
+    from vemkit.train import masked_losses
 
     dev = torch.device("cpu")
-    _, dtype, fmt, _ = _training_precision(amp, dev, len(shape) - 2)
+    _, dtype, fmt, _ = training_precision(amp, dev, len(shape) - 2)
     net = net.to(memory_format=fmt).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)

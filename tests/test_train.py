@@ -187,7 +187,7 @@ def test_extra_targets_add_output_channels(phantom):
 
 def test_cpu_mixed_precision_follows_the_hardware_and_still_learns(phantom, tmp_path):
     from vemkit._device import cpu_has_bf16_matrix_units
-    from vemkit.predict import _resolve_amp
+    from vemkit._precision import resolve_amp as _resolve_amp
 
     cpu = torch.device("cpu")
     assert _resolve_amp("auto", cpu) == ("bf16" if cpu_has_bf16_matrix_units() else "none")

@@ -25,12 +25,21 @@ from __future__ import annotations
 import copy
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import __version__
+from ._annotation_input import annotation_array
+from ._basemodels import holds_model, output_directory
+from ._device import resolve_device
+from ._inputs import as_volume_array
+from ._losses import masked_losses
+from ._sections import as_model, replace_network, with_voxel_size, zoom2d
+from ._trainloop import TrainLoop, run_environment
+from .augment import AugmentConfig, Augmenter
+from .domain import adapt_batchnorm, histogram_normalization, load_sections
 from .models import ConvBlock
 
 __all__ = ["METHODS", "DomainClassifier", "GradientReversal", "ReconstructionDecoder", "adapt", "grad_reverse"]
@@ -153,11 +162,8 @@ class DomainClassifier(nn.Module):
 # ------------------------------------------------------------------------------------------- data
 def _source_sections(model, source, annotations, voxel_size, max_sections):
     """Annotated source sections at the model's pixel size: image (normalised) and labels (-1 = none)."""
-    from .domain import _unwrap, _zoom2d, load_sections
-    from .train import _annotation_array
-
-    data, vs = _unwrap(source, "source", voxel_size)
-    ann, _, _ = _annotation_array(annotations)
+    data, vs, _ = as_volume_array(source, "source", voxel_size=voxel_size)
+    ann, _, _ = annotation_array(annotations)
     if tuple(ann.shape) != tuple(data.shape):
         raise ValueError(f"source annotations have shape {tuple(ann.shape)} but the source image {tuple(data.shape)}")
     annotated = [z for z in range(ann.shape[0]) if np.asarray(ann[z]).any()]
@@ -165,22 +171,16 @@ def _source_sections(model, source, annotations, voxel_size, max_sections):
         raise ValueError("the source annotations are empty: adaptation needs labelled source sections")
     if len(annotated) > max_sections:
         annotated = [annotated[i] for i in np.linspace(0, len(annotated) - 1, max_sections).round().astype(int)]
-    x, picked, factor = load_sections(model, data if vs is None else _with_vs(data, vs), sections=annotated)
+    x, picked, factor = load_sections(model, data if vs is None else with_voxel_size(data, vs), sections=annotated)
     labels = []
     for z in picked:
         lab = np.asarray(ann[z]).astype(np.int16) - 1
-        labels.append(_zoom2d(lab, factor, order=0, shape=x.shape[1:]).astype(np.int16))
+        labels.append(zoom2d(lab, factor, order=0, shape=x.shape[1:]).astype(np.int16))
     labels = np.stack(labels)
     if labels.max() >= model.n_classes:
         raise ValueError(f"source annotations hold value {int(labels.max()) + 1} but the model has {model.n_classes} "
                          f"classes ({', '.join(model.classes)}: values 1..{model.n_classes})")
     return x, labels, picked
-
-
-def _with_vs(data, vs):
-    from ._volume import Volume
-
-    return Volume(data=data, voxel_size=vs) if hasattr(data, "dask") else Volume.from_array(data, voxel_size=vs)
 
 
 def _patches(x, labels, n, patch, rng):
@@ -194,14 +194,6 @@ def _patches(x, labels, n, patch, rng):
         if labels is not None:
             labs[i] = labels[s, y0 : y0 + patch, x0 : x0 + patch]
     return imgs, labs
-
-
-def _load_model(model):
-    from .models import SegmentationModel, load_model
-
-    if isinstance(model, SegmentationModel):
-        return model
-    return load_model(model)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -275,141 +267,143 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     >>> adapted.training["adaptation"]["method"], adapted.training["adaptation"]["iterations"]
     ('dann', 2)
     """
-    from tqdm.auto import tqdm
-
-    from . import __version__
-    from ._device import resolve_device
-    from .augment import AugmentConfig, Augmenter
-    from .domain import _replace_network, _unwrap, adapt_batchnorm, histogram_normalization, load_sections
-    from .train import _optimizer_step, _training_precision, masked_losses, run_environment
-
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
-    out = Path(out) if out is not None else None
-    if out is not None and (out / "config.json").exists() and not overwrite:
-        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
-    model = _load_model(model)
-    if model.ndim != 2:
-        raise ValueError(f"vemkit adapts 2D models; this one is {model.ndim}D")
-    _, tvs = _unwrap(target, "target", target_voxel_size)
-    if model.voxel_size is not None and tvs is None:
-        raise ValueError("the target has no voxel size: pass target_voxel_size=(z, y, x) in nm, so it can be brought "
-                         f"to the model's {model.voxel_size[1]:g} nm pixels")
-    target_v = _with_vs(_unwrap(target, "target")[0], tvs) if tvs is not None else target
+    out = output_directory(out, overwrite)
+    model = as_model(model)
+    target_v, tvs = _target_volume(model, target, target_voxel_size)
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    if method == "histogram":
-        norm = histogram_normalization(source, voxel_size=source_voxel_size, normalization=model.normalization)
-        training = dict(model.training)
-        training["adaptation"] = {"method": "histogram", "vemkit_version": __version__, "levels": norm["levels"]}
-        adapted = _replace_network(model, copy.deepcopy(model.network), training, normalization=norm)
-        return _finish(adapted, out, overwrite)
-    if method == "adabn":
-        adapted = adapt_batchnorm(model, target_v, patch=patch, device=dev, seed=seed)
-        return _finish(adapted, out, overwrite)
-
+    if method in ("histogram", "adabn"):
+        return _finish(_untrained(method, model, source, source_voxel_size, target_v, patch, dev, seed), out, overwrite)
     if minutes is None and iterations is None:
         raise ValueError("give a budget: minutes=... and/or iterations=...")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     xs, ys, s_sections = _source_sections(model, source, source_annotations, source_voxel_size, max_sections)
     xt, t_sections, zoom = load_sections(model, target_v, max_sections=max_sections)
-    div = model.network.divisor[0]
-    patch = max(div, (min(patch, *xs.shape[1:], *xt.shape[1:]) // div) * div)
-    amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
-    net = copy.deepcopy(model.network)
-    aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
-    net, aux = net.to(dev, memory_format=fmt), aux.to(dev, memory_format=fmt)
-    opt = torch.optim.AdamW(list(net.parameters()) + list(aux.parameters()), lr=lr, weight_decay=1e-4)
-    augmenter = Augmenter(AugmentConfig.default(), ndim=2)
-    gen = torch.Generator().manual_seed(seed)
+    loop = _AdaptLoop(model, method, (xs, ys), xt, rng, torch.Generator().manual_seed(seed), patch, batch_size,
+                      reconstruction_weight, domain_weight, device=dev, amp=amp, lr=lr, progress=progress)
+    history = loop.new_history()
+    loop.run(history, minutes=minutes, iterations=iterations)
+    loop.finish()
+    patch = loop.patch
+    training = dict(model.training)
+    adapted = replace_network(model, loop.net, training)
+    if refresh_batchnorm:
+        adapted = adapt_batchnorm(adapted, target_v, patch=patch, device=dev, seed=seed)
+    training["adaptation"] = _record(loop, history, t0, seed, source_sections=s_sections, target_sections=t_sections,
+                                     target_voxel_size=list(tvs) if tvs is not None else None,
+                                     target_zoom=round(zoom, 4), patch=patch, batch_size=batch_size, lr=lr,
+                                     refresh_batchnorm=bool(refresh_batchnorm))
+    return _finish(replace_network(model, adapted.network, training), out, overwrite)
+
+
+def _record(loop, history, t0, seed, **data) -> dict:
+    """``training["adaptation"]`` of a trained adaptation: method, data, budget, loss history."""
+    method = loop.method
+    return {
+        "method": method, "what": METHODS[method], "vemkit_version": __version__, "iterations": loop.step,
+        "seconds": round(time.perf_counter() - t0, 1), **data, "class_weights": loop.cw.tolist(),
+        "reconstruction_weight": loop.reconstruction_weight if method == "ynet" else None,
+        "domain_weight": loop.domain_weight if method == "dann" else None,
+        **run_environment(loop.device, seed), "amp": loop.amp, "history": history,
+    }
+
+
+def _target_volume(model, target, voxel_size):
+    """The target carrying its voxel size (as the model's pixel size needs), and that voxel size; checks
+    that the model is 2D."""
+    if model.ndim != 2:
+        raise ValueError(f"vemkit adapts 2D models; this one is {model.ndim}D")
+    _, tvs, _ = as_volume_array(target, "target", voxel_size=voxel_size)
+    if model.voxel_size is not None and tvs is None:
+        raise ValueError("the target has no voxel size: pass target_voxel_size=(z, y, x) in nm, so it can be brought "
+                         f"to the model's {model.voxel_size[1]:g} nm pixels")
+    return (with_voxel_size(as_volume_array(target, "target").data, tvs) if tvs is not None else target), tvs
+
+
+def _untrained(method, model, source, source_voxel_size, target, patch, dev, seed):
+    """The adapted model of a method without training: ``histogram`` or ``adabn``."""
+    if method == "adabn":
+        return adapt_batchnorm(model, target, patch=patch, device=dev, seed=seed)
+    norm = histogram_normalization(source, voxel_size=source_voxel_size, normalization=model.normalization)
+    training = dict(model.training)
+    training["adaptation"] = {"method": "histogram", "vemkit_version": __version__, "levels": norm["levels"]}
+    return replace_network(model, copy.deepcopy(model.network), training, normalization=norm)
+
+
+def _source_loss(model, dev):
+    """The source model's own loss (its plan's class weights and Dice weight), so that continuing on the
+    source does not recalibrate it: ``(class weights tensor, Dice weight)``."""
     n_classes = model.n_classes
-    # the source model's own loss (its plan's class weights and Dice weight), so that continuing on the
-    # source does not recalibrate it
     plan = model.training.get("plan") or {}
     weights = plan.get("class_weights") or [1.0] * n_classes
     cw = torch.tensor(list(weights)[:n_classes] + [1.0] * (n_classes - len(weights)), dtype=torch.float32, device=dev)
-    dice_weight = float(plan.get("dice_weight", 1.0))
-    history = {"iteration": [], "seconds": [], "segmentation_loss": [], "auxiliary_loss": []}
-    budget = minutes * 60 if minutes is not None else math.inf
-    bar = tqdm(total=iterations, desc=f"adapting ({method})", unit="it", disable=not progress)
-    step = 0
-    net.train()
-    aux.train()
-    start = time.perf_counter()
-    while (iterations is None or step < iterations) and (step == 0 or time.perf_counter() - start < budget):
-        frac = min(1.0, max(step / iterations if iterations else 0.0,
-                            (time.perf_counter() - start) / budget if budget < math.inf else 0.0))
-        for g in opt.param_groups:
-            g["lr"] = lr * (1 - frac) ** 0.9
-        a_img, a_lab = _patches(xs, ys, batch_size, patch, rng)
-        b_img, _ = _patches(xt, None, batch_size, patch, rng)
+    return cw, float(plan.get("dice_weight", 1.0))
+
+
+class _AdaptLoop(TrainLoop):
+    """One adaptation step: ``batch_size`` labelled source and as many target patches, each domain through
+    the network on its own; segmentation loss on the source plus Y-Net's reconstruction or DANN's
+    domain loss."""
+
+    history_keys = ("segmentation_loss", "auxiliary_loss")
+    postfix_names = {"segmentation_loss": "seg", "auxiliary_loss": "aux"}
+
+    def __init__(self, model, method, source, target, rng, gen, patch, batch_size, reconstruction_weight,
+                 domain_weight, **kw):
+        net = copy.deepcopy(model.network)
+        aux = ReconstructionDecoder(net) if method == "ynet" else DomainClassifier(net.channels[0])
+        super().__init__([net, aux], ndim=2, desc=f"adapting ({method})", **kw)
+        self.net, self.aux, self.method = net, aux, method
+        self.source, self.target, self.rng, self.gen = source, target, rng, gen
+        div = model.network.divisor[0]  # square patches the network takes, within both domains' sections
+        self.patch = max(div, (min(patch, *source[0].shape[1:], *target.shape[1:]) // div) * div)
+        self.batch_size = batch_size
+        self.cw, self.dice_weight = _source_loss(model, self.device)
+        self.n_classes = len(self.cw)
+        self.reconstruction_weight, self.domain_weight = reconstruction_weight, domain_weight
+        self.augmenter = Augmenter(AugmentConfig.default(), ndim=2)
+
+    def _batches(self):
+        """Augmented source patches with labels (-1 = none) and target patches, on the device."""
+        a_img, a_lab = _patches(*self.source, self.batch_size, self.patch, self.rng)
+        b_img, _ = _patches(self.target, None, self.batch_size, self.patch, self.rng)
         # the augmenter's labels: 0 = unlabelled (also what a transform brings in from outside the patch)
-        xa, ya, _ = augmenter(torch.from_numpy(a_img), torch.from_numpy(a_lab) + 1, generator=gen)
-        ya = ya - 1
-        xb, _, _ = augmenter(torch.from_numpy(b_img), torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64),
-                             generator=gen)
-        xa, xb = xa.to(dev).contiguous(memory_format=fmt), xb.to(dev).contiguous(memory_format=fmt)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        xa, ya, _ = self.augmenter(torch.from_numpy(a_img), torch.from_numpy(a_lab) + 1, generator=self.gen)
+        empty = torch.zeros(b_img.shape[0], *b_img.shape[2:], dtype=torch.int64)
+        xb, _, _ = self.augmenter(torch.from_numpy(b_img), empty, generator=self.gen)
+        return self.to_device(xa), (ya - 1).to(self.device), self.to_device(xb)
+
+    def forward_and_loss(self, fraction):
+        xa, ya, xb = self._batches()
+        net, aux = self.net, self.aux
+        with self.autocast():
             # one forward pass per domain: BatchNorm normalises each with its own statistics, as it will
-            # at prediction time after the AdaBN refresh below
+            # at prediction time after the AdaBN refresh
             fa, fb = net.encode(xa), net.encode(xb)
             logits, last_a = net.decode(fa, return_features=True)
-            if method == "ynet":
+            if self.method == "ynet":
                 recon_a, recon_b = aux(fa[-1]), aux(fb[-1])
             else:
                 _, last_b = net.decode(fb, return_features=True)
-                strength = domain_weight * (2.0 / (1.0 + math.exp(-10 * frac)) - 1.0)
+                strength = self.domain_weight * (2.0 / (1.0 + math.exp(-10 * fraction)) - 1.0)
                 d = aux(grad_reverse(torch.cat([last_a, last_b]), strength))
-        seg, _, _ = masked_losses(logits[:, :n_classes], ya.to(dev), cw, dice_weight)
-        if method == "ynet":
+        seg, _, _ = masked_losses(logits[:, : self.n_classes], ya, self.cw, self.dice_weight)
+        if self.method == "ynet":
             mse = torch.nn.functional.mse_loss
             aux_loss = 0.5 * (mse(recon_a.float(), xa) + mse(recon_b.float(), xb))
-            loss = seg + reconstruction_weight * aux_loss
+            loss = seg + self.reconstruction_weight * aux_loss
         else:
-            domain = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).to(dev)
+            domain = torch.cat([torch.zeros(self.batch_size), torch.ones(self.batch_size)]).to(self.device)
             domain = domain.view(-1, *([1] * (d.ndim - 1))).expand_as(d)
             aux_loss = torch.nn.functional.binary_cross_entropy_with_logits(d.float(), domain)
             loss = seg + aux_loss
-        _optimizer_step(loss, opt, scaler)
-        step += 1
-        history["iteration"].append(step)
-        history["seconds"].append(round(time.perf_counter() - start, 2))
-        history["segmentation_loss"].append(float(seg.detach()))
-        history["auxiliary_loss"].append(float(aux_loss.detach()))
-        bar.update(1)
-        bar.set_postfix(seg=f"{history['segmentation_loss'][-1]:.3f}", aux=f"{history['auxiliary_loss'][-1]:.3f}")
-    bar.close()
-    net.eval().cpu().to(memory_format=torch.contiguous_format)
-    training = dict(model.training)
-    adapted = _replace_network(model, net, training)
-    if refresh_batchnorm:
-        adapted = adapt_batchnorm(adapted, target_v, patch=patch, device=dev, seed=seed)
-    training["adaptation"] = {
-        "method": method,
-        "what": METHODS[method],
-        "vemkit_version": __version__,
-        "iterations": step,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "source_sections": s_sections,
-        "target_sections": t_sections,
-        "target_voxel_size": list(tvs) if tvs is not None else None,
-        "target_zoom": round(zoom, 4),
-        "patch": patch,
-        "batch_size": batch_size,
-        "lr": lr,
-        "refresh_batchnorm": bool(refresh_batchnorm),
-        "class_weights": cw.tolist(),
-        "reconstruction_weight": reconstruction_weight if method == "ynet" else None,
-        "domain_weight": domain_weight if method == "dann" else None,
-        **run_environment(dev, seed),
-        "amp": amp_r,
-        "history": history,
-    }
-    return _finish(_replace_network(model, adapted.network, training), out, overwrite)
+        return loss, {"segmentation_loss": seg, "auxiliary_loss": aux_loss}
 
 
 def _finish(model, out, overwrite):
     if out is not None:
-        model.save(out, overwrite=overwrite or (out.exists() and not (out / "config.json").exists()))
+        model.save(out, overwrite=overwrite or (out.exists() and not holds_model(out)))
     return model

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._featuredist import mmd2, pooled_features, proxy_a_distance
 from ._inputs import as_volume_array
+from ._sections import as_model, pick_sections, random_patches, replace_network, run_2d, softmax, zoom2d, zoom_factor
 
 __all__ = [
     "DomainGap",
@@ -42,50 +44,7 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------------------------------ helpers
-def _as_model(model):
-    """A SegmentationModel as it is, or one loaded from a model directory."""
-    from .models import SegmentationModel, load_model
-
-    if isinstance(model, SegmentationModel):
-        return model
-    return load_model(model)
-
-
-def _unwrap(image, name, voxel_size=None):
-    data, vs, _ = as_volume_array(image, name, voxel_size=voxel_size or None)
-    return data, vs
-
-
-def _zoom_factor(voxel_size, to_voxel_size):
-    """In-plane zoom that brings ``voxel_size`` to ``to_voxel_size`` (1.0 when either is unknown)."""
-    if voxel_size is None or to_voxel_size is None:
-        return 1.0
-    return float(min(voxel_size[1:]) / min(to_voxel_size[1:]))
-
-
-def _zoom2d(section, factor, order=1, shape=None):
-    """One section zoomed in-plane by ``factor`` (or to ``shape``)."""
-    from skimage.transform import resize
-
-    if shape is None:
-        shape = tuple(max(1, int(round(n * factor))) for n in section.shape)
-    if tuple(shape) == tuple(section.shape):
-        return np.asarray(section)
-    return resize(section, shape, order=order, preserve_range=True, anti_aliasing=order > 0 and factor < 1,
-                  mode="reflect")
-
-
-def _pick_sections(n_total, sections, max_sections):
-    if sections is not None:
-        picked = [int(z) for z in sections]
-        bad = [z for z in picked if not 0 <= z < n_total]
-        if bad:
-            raise ValueError(f"sections {bad} are outside the volume's 0..{n_total - 1}")
-        return picked
-    return np.unique(np.linspace(0, n_total - 1, min(max_sections, n_total)).round().astype(int)).tolist()
-
-
+# ---------------------------------------------------------------------------------------- sections
 def load_sections(model, image, *, voxel_size=None, sections=None, max_sections: int = 16, resample: bool = True):
     """Sections of a volume as the model's input: normalised as the model says and, with ``resample``,
     zoomed in-plane to the model's pixel size.
@@ -117,41 +76,18 @@ def load_sections(model, image, *, voxel_size=None, sections=None, max_sections:
     >>> x.shape, picked, factor
     ((3, 80, 80), [0, 2, 5], 2.0)
     """
-    model = _as_model(model)
+    model = as_model(model)
     from ._intensity import apply_mapping, input_mapping
 
-    data, vs = _unwrap(image, "image", voxel_size)
-    picked = _pick_sections(data.shape[0], sections, max_sections)
+    data, vs, _ = as_volume_array(image, "image", voxel_size=voxel_size)
+    picked = pick_sections(data.shape[0], sections, max_sections)
     low, scale, lut = input_mapping(model.normalization, data)
-    factor = _zoom_factor(vs, model.voxel_size) if resample else 1.0
+    factor = zoom_factor(vs, model.voxel_size) if resample else 1.0
     out = []
     for z in picked:
         s = apply_mapping(np.asarray(data[z]), low, scale, lut)
-        out.append(_zoom2d(s, factor).astype(np.float32))
+        out.append(zoom2d(s, factor).astype(np.float32))
     return np.stack(out), picked, factor
-
-
-def _run_2d(net, x, batch: int = 4, device="cpu", return_features=False):
-    """Logits of a 2D U-Net on (S, Y, X) float32 sections, padded to the divisor and cropped back."""
-    import torch
-
-    div = getattr(net, "divisor", (1, 1))
-    S, H, W = x.shape
-    pad = ((0, 0), (0, (-H) % div[0]), (0, (-W) % div[1]))
-    xp = np.pad(x, pad, mode="reflect") if any(p[1] for p in pad) else x
-    outs = []
-    net.eval()
-    with torch.inference_mode():
-        for i in range(0, S, batch):
-            t = torch.from_numpy(np.ascontiguousarray(xp[i : i + batch, None])).to(device)
-            y = net(t)[..., :H, :W].float().cpu().numpy()
-            outs.append(y)
-    return np.concatenate(outs)
-
-
-def _softmax(logits, axis=1):
-    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def predict_sections(model, image, *, voxel_size=None, sections=None, max_sections: int = 16,
@@ -176,21 +112,21 @@ def predict_sections(model, image, *, voxel_size=None, sections=None, max_sectio
     >>> p.shape, picked
     ((2, 2, 30, 30), [0, 3])
     """
-    model = _as_model(model)
+    model = as_model(model)
     from ._device import resolve_device
 
     if model.ndim != 2:
         raise ValueError("predict_sections runs 2D models; use vemkit.predict.predict_volume for 3D ones")
-    data, _ = _unwrap(image, "image", voxel_size)
+    data, _, _ = as_volume_array(image, "image", voxel_size=voxel_size)
     x, picked, factor = load_sections(model, image, voxel_size=voxel_size, sections=sections,
                                       max_sections=max_sections, resample=resample)
     dev = resolve_device(device)
     net = model.network.to(dev)
-    logits = _run_2d(net, x, batch, dev)[:, : model.n_classes]
-    probs = _softmax(logits)
+    logits = run_2d(net, x, batch, dev)[:, : model.n_classes]
+    probs = softmax(logits)
     shape = tuple(data.shape[1:])
     if probs.shape[2:] != shape:
-        probs = np.stack([np.stack([_zoom2d(c, 1 / factor, order=1, shape=shape) for c in p]) for p in probs])
+        probs = np.stack([np.stack([zoom2d(c, 1 / factor, order=1, shape=shape) for c in p]) for p in probs])
     return np.ascontiguousarray(probs.transpose(1, 0, 2, 3)).astype(np.float32), picked
 
 
@@ -226,11 +162,11 @@ def resample_sections(image, to_voxel_size, *, voxel_size=None, order: int = 1):
     from ._volume import Volume
     from ._voxel import check_voxel_size
 
-    data, vs = _unwrap(image, "image", voxel_size)
+    data, vs, _ = as_volume_array(image, "image", voxel_size=voxel_size)
     if vs is None:
         raise ValueError("the image has no voxel size: pass voxel_size=(z, y, x) in nm so it can be resampled")
     to = check_voxel_size(to_voxel_size)
-    factor = _zoom_factor(vs, to)
+    factor = zoom_factor(vs, to)
     shape = (int(data.shape[0]), *(max(1, int(round(n * factor))) for n in data.shape[1:]))
     new_vs = (vs[0], vs[1] / (shape[1] / data.shape[1]), vs[2] / (shape[2] / data.shape[2]))
     arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=(1, *data.shape[1:]))
@@ -238,7 +174,7 @@ def resample_sections(image, to_voxel_size, *, voxel_size=None, order: int = 1):
     dtype = np.dtype(arr.dtype)
 
     def zoom_block(block):
-        out = np.stack([_zoom2d(s, factor, order=order, shape=shape[1:]) for s in block])
+        out = np.stack([zoom2d(s, factor, order=order, shape=shape[1:]) for s in block])
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             out = np.clip(np.round(out), info.min, info.max)
@@ -270,7 +206,7 @@ def histogram_normalization(source, *, voxel_size=None, normalization=None, leve
     """
     from ._intensity import HISTOGRAM_LEVELS, apply_mapping, input_mapping, percentiles
 
-    data, _ = _unwrap(source, "source", voxel_size)
+    data, _, _ = as_volume_array(source, "source", voxel_size=voxel_size)
     levels = list(HISTOGRAM_LEVELS if levels is None else levels)
     if any(not 0 <= v <= 100 for v in levels) or sorted(levels) != levels:
         raise ValueError(f"levels must be increasing percentages in [0, 100], got {levels}")
@@ -309,8 +245,8 @@ def match_histogram(image, reference, *, voxel_size=None, levels=None):
     from ._intensity import HISTOGRAM_LEVELS, increasing, percentiles
     from ._volume import Volume
 
-    data, vs = _unwrap(image, "image", voxel_size)
-    ref, _ = _unwrap(reference, "reference")
+    data, vs, _ = as_volume_array(image, "image", voxel_size=voxel_size)
+    ref, _, _ = as_volume_array(reference, "reference")
     levels = list(HISTOGRAM_LEVELS if levels is None else [0.0, *levels, 100.0])
     xp = increasing(percentiles(data, levels))
     fp = np.maximum.accumulate(percentiles(ref, levels))
@@ -351,7 +287,7 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
     >>> adapted.training["adaptation"]["method"]
     'adabn'
     """
-    model = _as_model(model)
+    model = as_model(model)
     import torch
 
     from ._device import resolve_device
@@ -360,7 +296,7 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
         raise ValueError("adapt_batchnorm works on 2D models here (sections of the target)")
     x, picked, factor = load_sections(model, target, voxel_size=voxel_size, max_sections=max(n_patches // 4, 4),
                                       resample=resample)
-    patches = _random_patches(x, n_patches, patch, model.network.divisor, np.random.default_rng(seed))
+    patches = random_patches(x, n_patches, patch, model.network.divisor, np.random.default_rng(seed))
     dev = resolve_device(device)
     net = copy.deepcopy(model.network).to(dev)
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -380,30 +316,7 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
     training = dict(model.training)
     training["adaptation"] = {"method": "adabn", "target_sections": picked, "patches": len(patches),
                               "patch": int(patches.shape[-1]), "zoom": round(factor, 4)}
-    return _replace_network(model, net, training)
-
-
-def _replace_network(model, net, training, normalization=None):
-    from .models import SegmentationModel
-
-    return SegmentationModel(net, list(model.classes), voxel_size=model.voxel_size,
-                             normalization=dict(normalization or model.normalization), halo=model.halo,
-                             extra_targets=list(model.extra_targets), training=training)
-
-
-def _random_patches(x, n, patch, divisor, rng):
-    """``n`` random square patches (side ``patch`` rounded down to the divisor, at most the section)."""
-    S, H, W = x.shape
-    p = min(patch, H, W)
-    p = max(divisor[0], (p // divisor[0]) * divisor[0])
-    if p > min(H, W):
-        raise ValueError(f"sections of {H} x {W} are smaller than the network's minimum input {divisor[0]}")
-    out = np.empty((n, p, p), np.float32)
-    for i in range(n):
-        s = int(rng.integers(S))
-        y0, x0 = int(rng.integers(0, H - p + 1)), int(rng.integers(0, W - p + 1))
-        out[i] = x[s, y0 : y0 + p, x0 : x0 + p]
-    return out
+    return replace_network(model, net, training)
 
 
 # ---------------------------------------------------------------------------------- the diagnosis
@@ -421,7 +334,7 @@ def intensity_stats(image, *, voxel_size=None) -> dict:
 
     from ._intensity import sample_values
 
-    data, vs = _unwrap(image, "image", voxel_size)
+    data, vs, _ = as_volume_array(image, "image", voxel_size=voxel_size)
     values = sample_values(data)
     p = np.percentile(values, [1, 5, 50, 95, 99])
     mid = np.asarray(data[data.shape[0] // 2]).astype(np.float64)
@@ -443,49 +356,6 @@ def intensity_stats(image, *, voxel_size=None) -> dict:
         "noise_sigma": noise,
         "noise_over_contrast": noise / spread if spread > 0 else float("inf"),
     }
-
-
-def _pooled_features(net, x, patch, n, rng, device):
-    """Per patch: the mean and standard deviation of every encoder level's channels (concatenated)."""
-    import torch
-
-    patches = _random_patches(x, n, patch, net.divisor, rng)
-    feats = []
-    net.eval()
-    with torch.inference_mode():
-        for i in range(0, n, 8):
-            levels = net.encode(torch.from_numpy(patches[i : i + 8, None]).to(device))
-            feats.append(torch.cat([torch.cat([f.mean((2, 3)), f.std((2, 3))], 1) for f in levels], 1).cpu().numpy())
-    return np.concatenate(feats)
-
-
-def _mmd2(a, b):
-    """Unbiased squared maximum mean discrepancy, Gaussian kernel with the median-distance bandwidth."""
-    from scipy.spatial.distance import cdist
-
-    z = np.concatenate([a, b])
-    d2 = cdist(z, z, "sqeuclidean")
-    bandwidth = np.median(d2[np.triu_indices(len(z), 1)])
-    k = np.exp(-d2 / max(bandwidth, 1e-12))
-    n, m = len(a), len(b)
-    kaa, kbb, kab = k[:n, :n], k[n:, n:], k[:n, n:]
-    return float((kaa.sum() - np.trace(kaa)) / (n * (n - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1))
-                 - 2 * kab.mean())
-
-
-def _proxy_a_distance(a, b, seed):
-    """2 (1 - 2 err) of a linear classifier telling source from target features (5-fold CV):
-    0 = indistinguishable, 2 = perfectly separable (Ben-David et al. 2007)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    X = np.concatenate([a, b])
-    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    acc = float(np.mean(cross_val_score(clf, X, y, cv=5)))
-    return max(0.0, 2 * (1 - 2 * (1 - acc)))
 
 
 def label_free_scores(model, image, *, voxel_size=None, sections=None, max_sections: int = 8,
@@ -510,15 +380,15 @@ def label_free_scores(model, image, *, voxel_size=None, sections=None, max_secti
     >>> sorted(label_free_scores(model, img, voxel_size=(50, 5, 5)))
     ['confidence', 'flip_agreement', 'foreground_fraction', 'sections']
     """
-    model = _as_model(model)
+    model = as_model(model)
     from ._device import resolve_device
 
     dev = resolve_device(device)
     x, picked, _ = load_sections(model, image, voxel_size=voxel_size, sections=sections,
                                  max_sections=max_sections, resample=resample)
     net = model.network.to(dev)
-    p = _softmax(_run_2d(net, x, 4, dev)[:, : model.n_classes])
-    pf = _softmax(_run_2d(net, np.ascontiguousarray(x[:, :, ::-1]), 4, dev)[:, : model.n_classes])[:, :, :, ::-1]
+    p = softmax(run_2d(net, x, 4, dev)[:, : model.n_classes])
+    pf = softmax(run_2d(net, np.ascontiguousarray(x[:, :, ::-1]), 4, dev)[:, : model.n_classes])[:, :, :, ::-1]
     a, b = p.argmax(1) > 0, pf.argmax(1) > 0
     union = np.logical_or(a, b).sum()
     return {
@@ -605,7 +475,7 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
     >>> round(gap.zoom, 2), gap.advice[0].split(":")[0]
     (2.0, 'resample')
     """
-    model = _as_model(model)
+    model = as_model(model)
     from scipy.stats import wasserstein_distance
 
     from ._device import resolve_device
@@ -618,18 +488,18 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
     xs, _, _ = load_sections(model, source, voxel_size=source_voxel_size, max_sections=max_sections, resample=True)
     xt, _, zoom_t = load_sections(model, target, voxel_size=target_voxel_size, max_sections=max_sections,
                                   resample=resample)
-    _, tvs = _unwrap(target, "target", target_voxel_size)
-    zoom = _zoom_factor(tvs, model.voxel_size)
+    _, tvs, _ = as_volume_array(target, "target", voxel_size=target_voxel_size)
+    zoom = zoom_factor(tvs, model.voxel_size)
     rng = np.random.default_rng(seed)
     sub = rng.choice(xs.size, min(xs.size, 200_000), replace=False)
     subt = rng.choice(xt.size, min(xt.size, 200_000), replace=False)
     intensity = float(wasserstein_distance(xs.ravel()[sub], xt.ravel()[subt]))
     net = model.network.to(dev)
-    fs = _pooled_features(net, xs, patch, n_patches, rng, dev)
-    ft = _pooled_features(net, xt, patch, n_patches, rng, dev)
+    fs = pooled_features(net, xs, patch, n_patches, rng, dev)
+    ft = pooled_features(net, xt, patch, n_patches, rng, dev)
     scale = fs.std(0) + 1e-6
-    mmd2 = _mmd2((fs - fs.mean(0)) / scale, (ft - fs.mean(0)) / scale)
-    pad = _proxy_a_distance(fs, ft, seed)
+    mmd = mmd2((fs - fs.mean(0)) / scale, (ft - fs.mean(0)) / scale)
+    pad = proxy_a_distance(fs, ft, seed)
     ss = label_free_scores(model, source, voxel_size=source_voxel_size, max_sections=min(max_sections, 4), device=dev)
     ts = label_free_scores(model, target, voxel_size=target_voxel_size, max_sections=min(max_sections, 4),
                            resample=resample, device=dev)
@@ -650,7 +520,7 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
                       f"{ts['flip_agreement']:.2f} on the target: expect a clearly worse segmentation there")
     if not advice:
         advice.append("no large gap found: the model should carry over; check a few target sections by eye")
-    return DomainGap(s_stats, t_stats, zoom, bool(resample), intensity, mmd2, pad, ss, ts, advice,
+    return DomainGap(s_stats, t_stats, zoom, bool(resample), intensity, mmd, pad, ss, ts, advice,
                      _features=(fs, ft), _samples=(xs.ravel()[sub], xt.ravel()[subt]))
 
 

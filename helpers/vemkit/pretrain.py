@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ._device import resolve_device
+from ._losses import masked_losses
+from ._trainloop import TrainLoop, run_environment
+from .augment import AugmentConfig, Augmenter
 
 __all__ = ["SOURCES", "pretrain", "marginal_cross_entropy"]
 
@@ -173,13 +177,9 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     SegmentationModel
     """
     import torch
-    from tqdm.auto import tqdm
 
     from . import __version__
-    from ._device import resolve_device
-    from .augment import AugmentConfig, Augmenter
     from .models import UNET_SIZES, SegmentationModel, UNet
-    from .train import _optimizer_step, _training_precision, masked_losses, run_environment
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -193,58 +193,13 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     for name in sources:
         loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
     base_channels, depth = UNET_SIZES[model_size]
-    amp_r, dtype, fmt, scaler = _training_precision(amp, dev, 2)
-    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth).to(dev, memory_format=fmt)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    augmenter = Augmenter(AugmentConfig.default(), ndim=2)
-    gen = torch.Generator().manual_seed(seed)
-    sets = [torch.from_numpy(s.sets).to(dev) for s in loaded]
-    history = {"iteration": [], "seconds": [], "loss": []}
-    t0 = time.perf_counter()
-    budget = minutes * 60 if minutes is not None else float("inf")
-    bar = tqdm(total=iterations, desc="pretraining", unit="it", disable=not progress)
-    step = 0
-    net.train()
-    while (iterations is None or step < iterations) and time.perf_counter() - t0 < budget:
-        frac = max(step / iterations if iterations else 0.0, (time.perf_counter() - t0) / budget)
-        for g in opt.param_groups:
-            g["lr"] = lr * (1 - min(frac, 1.0)) ** 0.9
-        loss = 0.0
-        # one source per batch: each has its own class-set matrix
-        k = int(rng.integers(len(loaded)))
-        src = loaded[k]
-        imgs, labs = [], []
-        for _ in range(batch_size):
-            s = int(rng.integers(src.image.shape[0]))
-            H, W = src.image.shape[1:]
-            p = min(patch, H, W)
-            y0, x0 = int(rng.integers(0, H - p + 1)), int(rng.integers(0, W - p + 1))
-            imgs.append(src.image[s, y0 : y0 + p, x0 : x0 + p])
-            labs.append(src.labels[s, y0 : y0 + p, x0 : x0 + p])
-        x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
-        y = torch.from_numpy(np.stack(labs).astype(np.int64)).to(dev)
-        x, y, _ = augmenter(x, y + 1, generator=gen)  # its labels: 0 = unlabelled (also what enters from outside)
-        y = y - 1
-        x = x.contiguous(memory_format=fmt)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            logits = net(x)
-        logits = logits.float()
-        loss = marginal_cross_entropy(logits, y, sets[k])
-        if src.sets is _FULL:
-            loss = loss + masked_losses(logits, y)[2]
-        else:  # Dice on the one class the partial labels fully determine (membrane)
-            two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
-            loss = loss + masked_losses(two, y)[2]
-        _optimizer_step(loss, opt, scaler)
-        step += 1
-        bar.update(1)
-        history["iteration"].append(step)
-        history["seconds"].append(round(time.perf_counter() - t0, 2))
-        history["loss"].append(float(loss.detach()))
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", source=src.name[:8])
-    bar.close()
-    net.eval().cpu().to(memory_format=torch.contiguous_format)
-    seconds = time.perf_counter() - t0
+    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth)
+    loop = _PretrainLoop(net, loaded, rng, torch.Generator().manual_seed(seed), patch, batch_size, device=dev,
+                         amp=amp, lr=lr, progress=progress)
+    history = loop.new_history()
+    step = loop.run(history, minutes=minutes, iterations=iterations)
+    loop.finish()
+    seconds = loop.seconds()
     record = {
         "description": description or f"2D {model_size} U-Net: {', '.join(sources)}",
         "vemkit_version": __version__,
@@ -257,7 +212,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         "iterations": step,
         "seconds": round(seconds, 1),
         **run_environment(dev, seed),
-        "amp": amp_r,
+        "amp": loop.amp,
         "history": history,
     }
     model = SegmentationModel(net, CLASSES, voxel_size=(50.0, TARGET_PIXEL_NM, TARGET_PIXEL_NM),
@@ -265,6 +220,52 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     model.save(out, half=half)
     _write_card(out, model)
     return model
+
+
+class _PretrainLoop(TrainLoop):
+    """One pretraining step: a batch of random patches from one source (each has its own class-set
+    matrix), marginal cross-entropy plus Dice on what the source's labels determine."""
+
+    def __init__(self, net, sources, rng, gen, patch, batch_size, **kw):
+        import torch
+
+        super().__init__([net], ndim=2, desc="pretraining", **kw)
+        self.net, self.sources, self.rng, self.gen = net, sources, rng, gen
+        self.patch, self.batch_size = patch, batch_size
+        self.augmenter = Augmenter(AugmentConfig.default(), ndim=2)
+        self.sets = [torch.from_numpy(s.sets).to(self.device) for s in sources]
+
+    def forward_and_loss(self, fraction):
+        import torch
+
+        k = int(self.rng.integers(len(self.sources)))
+        src = self.sources[k]
+        x, y = self._batch(src)
+        x, y, _ = self.augmenter(x.to(self.device), y.to(self.device) + 1, generator=self.gen)
+        y = y - 1  # the augmenter's labels: 0 = unlabelled (also what enters from outside)
+        with self.autocast():
+            logits = self.net(x.contiguous(memory_format=self.memory_format))
+        logits = logits.float()
+        loss = marginal_cross_entropy(logits, y, self.sets[k])
+        if src.sets is _FULL:
+            loss = loss + masked_losses(logits, y)[2]
+        else:  # Dice on the one class the partial labels fully determine (membrane)
+            two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
+            loss = loss + masked_losses(two, y)[2]
+        return loss, {"loss": loss, "source": src.name[:8]}
+
+    def _batch(self, src):
+        import torch
+
+        imgs, labs = [], []
+        for _ in range(self.batch_size):
+            s = int(self.rng.integers(src.image.shape[0]))
+            H, W = src.image.shape[1:]
+            p = min(self.patch, H, W)
+            y0, x0 = int(self.rng.integers(0, H - p + 1)), int(self.rng.integers(0, W - p + 1))
+            imgs.append(src.image[s, y0 : y0 + p, x0 : x0 + p])
+            labs.append(src.labels[s, y0 : y0 + p, x0 : x0 + p])
+        return torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs).astype(np.int64))
 
 
 def _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed):
