@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import OutOfRangeError, UnknownNameError
 from ._voxel import to_nm
 
 __all__ = [
@@ -272,7 +273,7 @@ def _read_tiff(path, key=None, level=0):
             voxel = _imagej_voxel_size(tf)
         n_levels = len(series.levels)
         if level >= n_levels:
-            raise IndexError(f"{path!r} has {n_levels} resolution level(s); level={level} does not exist")
+            raise OutOfRangeError(f"{path!r} has {n_levels} resolution level(s); level={level} does not exist")
         shape, dtype = series.levels[level].shape, series.levels[level].dtype
         if level and voxel is not None:
             factors = [b / s for b, s in zip(series.shape, shape)]
@@ -426,7 +427,7 @@ def _read_zarr(path, key=None, level=0):
         raise ValueError(f"could not open {str(path)!r} as zarr: {err}") from err
     if key:
         if not isinstance(node, zarr.Group) or key not in node:
-            raise KeyError(f"{str(path)!r} has no array or group {key!r}; it holds: {_zarr_listing(node)}")
+            raise UnknownNameError(f"{str(path)!r} has no array or group {key!r}; it holds: {_zarr_listing(node)}")
         node = node[key]
     source = f"{path}:/{key}" if key else str(path)
     if isinstance(node, zarr.Group):
@@ -470,7 +471,7 @@ def _read_ome_multiscale(group, ms_and_version, level, source):
     ms = multiscales[0]
     datasets = ms["datasets"]
     if not 0 <= level < len(datasets):
-        raise IndexError(
+        raise OutOfRangeError(
             f"{source} has {len(datasets)} resolution level(s) (0..{len(datasets) - 1}); level={level} does not exist"
         )
     axes_meta = ms.get("axes")
@@ -588,7 +589,7 @@ def _read_n5(path, key=None, level=0):
         scales = sorted((d.name for d in node.iterdir() if re.fullmatch(r"s\d+", d.name)), key=natural_key)
         if scales:
             if level >= len(scales):
-                raise IndexError(f"{source} has {len(scales)} level(s); level={level} does not exist")
+                raise OutOfRangeError(f"{source} has {len(scales)} level(s); level={level} does not exist")
             sub = f"{key}/{scales[level]}" if key else scales[level]
             data, axes, voxel, meta = _read_n5(path, key=sub, level=0)
             if voxel is None:
@@ -641,7 +642,7 @@ def _read_hdf5(path, key=None, level=0):
         listing = []
         fh.visititems(lambda name, obj: listing.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
         fh.close()
-        raise KeyError(f"{str(path)!r} has no dataset {key!r}; it holds: {', '.join(listing) or '(nothing)'}")
+        raise UnknownNameError(f"{str(path)!r} has no dataset {key!r}; it holds: {', '.join(listing) or '(nothing)'}")
     dset = fh[key]
     if not isinstance(dset, h5py.Dataset):
         fh.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import UnknownNameError
 from ._volume import Volume
 
 __all__ = [
@@ -59,10 +60,10 @@ def list_datasets(path=None) -> list[str]:
 
 
 def get_entry(name: str, path=None) -> dict:
-    """The manifest entry of dataset ``name``; a clear KeyError lists the known names."""
+    """The manifest entry of dataset ``name``; a clear KeyError (:class:`UnknownNameError`, also a ValueError) lists the known names."""
     datasets = manifest(path)["datasets"]
     if not isinstance(name, str) or name not in datasets:
-        raise KeyError(f"no dataset named {name!r} in the data manifest; known datasets: {', '.join(sorted(datasets))}")
+        raise UnknownNameError(f"no dataset named {name!r} in the data manifest; known datasets: {', '.join(sorted(datasets))}")
     return datasets[name]
 
 
@@ -103,7 +104,7 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
     Raises
     ------
     KeyError
-        Unknown dataset or file.
+        Unknown dataset or file (:class:`vemkit._errors.UnknownNameError`, also a ValueError).
     ValueError
         A file's SHA-256 does not match the manifest (the bad download is discarded).
     ConnectionError
@@ -119,7 +120,7 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
         by_path = {f["path"]: f for f in wanted}
         missing = [f for f in files if f not in by_path]
         if missing:
-            raise KeyError(f"dataset {name!r} has no file(s) {missing}")
+            raise UnknownNameError(f"dataset {name!r} has no file(s) {missing}")
         wanted = [by_path[f] for f in files]
     registry = {f["path"]: f"sha256:{f['sha256']}" for f in wanted}
     urls = {f["path"]: f["url"] for f in wanted}
@@ -224,7 +225,7 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
         raise ValueError(f"dataset {name!r} has no loadable volumes in the manifest; use fetch({name!r}) for its files")
     volume = volume or entry.get("default_volume") or next(iter(volumes))
     if volume not in volumes:
-        raise KeyError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
+        raise UnknownNameError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
     spec = volumes[volume]
     needed = _files_for(entry, spec)
     folder = fetch(name, files=needed, progress=progress, manifest_path=manifest_path)

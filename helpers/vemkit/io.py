@@ -78,7 +78,7 @@ def open_volume(
         Unknown format, corrupt file, unsupported dtype, 4D/RGB data without ``channel``, or a voxel
         size that is not three positive numbers.
     KeyError
-        The named dataset is not in the container.
+        The named dataset is not in the container (an ``UnknownNameError``, also a ValueError).
 
     Examples
     --------

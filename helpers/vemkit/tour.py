@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._errors import UnknownNameError
+
 __all__ = ["DEFAULT_DATASET", "NOTEBOOKS", "TourError", "TourResult", "find_notebooks", "resolve_dataset",
            "tour", "tour_parameters"]
 
@@ -147,7 +149,7 @@ def _check_dataset_name(name):
     try:
         get_entry(name)
     except KeyError:
-        raise KeyError(f"no dataset named {name!r}; the tour runs on: {', '.join(_tour_datasets())}") from None
+        raise UnknownNameError(f"no dataset named {name!r}; the tour runs on: {', '.join(_tour_datasets())}") from None
     if name not in _tour_datasets():
         raise ValueError(f"dataset {name!r} has no mitochondria labels with a known voxel size, which every notebook "
                          f"of the tour scores against; the tour runs on: {', '.join(_tour_datasets())}")
@@ -215,7 +217,7 @@ def resolve_dataset(dataset: str | None = None, *, offline: bool = False, progre
     >>> resolve_dataset("no_such_data")
     Traceback (most recent call last):
     ...
-    KeyError: "no dataset named 'no_such_data'; the tour runs on: drosophila_vnc_sstem, ..."
+    vemkit._errors.UnknownNameError: no dataset named 'no_such_data'; the tour runs on: drosophila_vnc_sstem, ...
     """
     from .datasets import ENV_VAR, _files_for, cache_dir, fetch, get_entry
 
@@ -279,7 +281,7 @@ def tour_parameters(stem: str, *, dataset: str, out: Path, device: str = "auto",
     ('/tmp/t/03/model_unet', '/tmp/t/01/image.ome.zarr:/labels/mitochondria', 256)
     """
     if stem not in NOTEBOOKS:
-        raise KeyError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
+        raise UnknownNameError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
     previous = previous or {}
     params = {"DATASET": dataset, **_SIZES[quick], "OUTPUT_DIR": str(Path(out) / stem)}
     params.update((_QUICK if quick else _FULL).get(stem, {}))
