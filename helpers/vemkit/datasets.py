@@ -27,6 +27,7 @@ __all__ = [
     "Dataset",
     "cache_dir",
     "fetch",
+    "files_for",
     "get_entry",
     "list_datasets",
     "load_dataset",
@@ -227,7 +228,7 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
     if volume not in volumes:
         raise UnknownNameError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
     spec = volumes[volume]
-    needed = _files_for(entry, spec)
+    needed = files_for(entry, spec)
     folder = fetch(name, files=needed, progress=progress, manifest_path=manifest_path)
     voxel = tuple(entry["voxel_size_nm"]) if entry.get("voxel_size_nm") else None
     image = open_volume(str(folder / spec["image"]), voxel_size=voxel)
@@ -243,8 +244,33 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
     return Dataset(name=name, volume=volume, image=image, labels=labels, meanings=meanings, entry=entry)
 
 
-def _files_for(entry, spec) -> list[str]:
-    """Manifest file paths used by one volume spec (globs matched against the manifest's list)."""
+def files_for(entry: dict, spec: dict) -> list[str]:
+    """The manifest file paths one volume of a dataset needs.
+
+    Parameters
+    ----------
+    entry : dict
+        A dataset's manifest entry (:func:`get_entry`).
+    spec : dict
+        One of its ``entry["volumes"]``: the image and label paths, which may be globs, container
+        keys (``file.hdf:/volumes/raw``) or paths inside an unpacked archive.
+
+    Returns
+    -------
+    list of str
+        The paths of ``entry["files"]`` to fetch for it, each once, in the order the spec names them.
+
+    Raises
+    ------
+    ValueError
+        A path of the spec matches no file of the dataset.
+
+    Examples
+    --------
+    >>> entry = get_entry("drosophila_vnc_sstem")
+    >>> len(files_for(entry, entry["volumes"][entry["default_volume"]])) > 0
+    True
+    """
     from fnmatch import fnmatchcase
 
     from ._readers import split_key
