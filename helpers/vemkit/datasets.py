@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ._errors import UnknownNameError
+from ._readers import split_key
 from ._volume import Volume
+from .io import open_volume
 
 __all__ = [
     "Dataset",
@@ -218,8 +221,6 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
     >>> ds.image.shape, ds.voxel_size, sorted(ds.labels)  # doctest: +SKIP
     ((20, 1024, 1024), (50.0, 4.6, 4.6), ['classes', 'membranes', 'mitochondria', 'synapses'])
     """
-    from .io import open_volume
-
     entry = get_entry(name, manifest_path)
     volumes = entry.get("volumes")
     if not volumes:
@@ -271,10 +272,6 @@ def files_for(entry: dict, spec: dict) -> list[str]:
     >>> len(files_for(entry, entry["volumes"][entry["default_volume"]])) > 0
     True
     """
-    from fnmatch import fnmatchcase
-
-    from ._readers import split_key
-
     patterns = [spec["image"], *(lab["path"] for lab in spec.get("labels", {}).values())]
     out = []
     for pat in patterns:
@@ -291,8 +288,6 @@ def files_for(entry: dict, spec: dict) -> list[str]:
 
 
 def _load_label(folder: Path, spec: dict, voxel, source: str) -> Volume:
-    from .io import open_volume
-
     rule = spec.get("rule", "raw")
     if rule == "flyem_bodies":
         data = _flyem_bodies(folder / spec["path"])

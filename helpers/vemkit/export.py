@@ -36,6 +36,7 @@ import torch
 from . import _bioimageio_package as _pkg
 from ._bioimageio_package import BASE_TAGS, INPUT_ID, OUTPUT_ID  # noqa: F401 - this module's constants
 from .models import SegmentationModel, UNet, load_model
+from .synthetic import make_phantom
 
 __all__ = ["ProbabilityUNet", "export_bioimageio", "validate_bioimageio"]
 
@@ -148,8 +149,6 @@ def _check_out(out: Path, overwrite: bool) -> bool:
 def _test_image(model: SegmentationModel, layout, test_image):
     """The raw test crop, shaped like the network's spatial input."""
     if test_image is None:
-        from .synthetic import make_phantom
-
         targets = {"z": 8, "y": 96, "x": 96}
         shape = [_pkg.valid_size(targets[a], m, d) for a, d, _h, _v, m in layout]
         zyx = (1, *shape) if model.ndim == 2 else tuple(shape)
