@@ -171,3 +171,26 @@ def test_train_unet_then_predict_then_export(tmp_path, capsys):
     pytest.importorskip("bioimageio.spec")
     assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "model.zip")]) == 0
     assert (tmp_path / "model.zip").exists()
+
+
+def test_device_defaults_to_auto_everywhere():
+    from vemkit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    with_device = {name: p for name, p in sub.choices.items() if any(a.dest == "device" for a in p._actions)}
+    assert {"train", "pretrain", "adapt", "predict", "tour"} <= set(with_device)
+    for name, p in with_device.items():
+        assert p.get_default("device") == "auto", name
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    """Bad input is 'error: ...' and exit 2; a KeyError from a bug is not hidden as one."""
+    from vemkit.cli import _data
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(_data, "list_datasets", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["fetch", "--list"])

@@ -33,7 +33,7 @@ def test_manifest_entries_are_complete():
             assert re.fullmatch(r"[0-9a-f]{64}", f["sha256"]), (name, f["path"])
             assert f["url"].startswith(("https://", "http://")), (name, f["url"])
         for vname, spec in e.get("volumes", {}).items():
-            assert datasets._files_for(e, spec), (name, vname)
+            assert datasets.files_for(e, spec), (name, vname)
 
 
 def test_unknown_dataset_lists_the_known_ones():

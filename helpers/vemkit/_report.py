@@ -222,13 +222,27 @@ def write_report(record: dict, path) -> Path:
     True
     """
     path = Path(path)
-    out = record.get("out", "")
-    data, device, steps = record["dataset"], record["device"], record["steps"]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vemkit tour report</title>"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{_CSS}</style></head>"
              "<body><main>"]
+    parts += _summary_section(record)
+    parts += _steps_section(record)
+    parts += _figures_section(record["steps"])
+    parts.append("<h2>Morphometrics: every mitochondrion measured</h2>")
+    parts.append(_morphometrics(record))
+    parts += _metrics_section(record)
+    parts += _provenance_section(record)
+    parts.append("<p class=\"sub\">Written by <code>vemkit tour</code>; the same record is in "
+                 "<code>tour.json</code>.</p></main></body></html>")
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def _summary_section(record: dict) -> list[str]:
+    """Title, what ran where, and the status banners."""
+    data, device, steps = record["dataset"], record["device"], record["steps"]
     total = record.get("seconds")
-    parts.append("<h1>vemkit tour report</h1>")
+    parts = ["<h1>vemkit tour report</h1>"]
     parts.append(f"<p class=\"sub\">{'quick' if record.get('quick') else 'full'} tour on <b>{_e(data['name'])}</b>, "
                  f"device {_e(device['resolved'])} ({_e(device.get('name'))}), "
                  f"{_e(record.get('started'))}" + (f", {total / 60:.1f} min in all" if total else "") + "</p>")
@@ -240,9 +254,13 @@ def write_report(record: dict, path) -> Path:
         parts.append(f'<div class="banner bad" id="status">Not complete. {_e(msg)}</div>')
     if data.get("fallback"):
         parts.append(f'<div class="banner warn" id="fallback">Synthetic phantom, not real data: {_e(data["fallback"])}</div>')
+    return parts
 
-    # steps
-    parts.append("<h2>Steps</h2>")
+
+def _steps_section(record: dict) -> list[str]:
+    """The table of steps: status, time, load, memory and what each found."""
+    steps, total = record["steps"], record.get("seconds")
+    parts = ["<h2>Steps</h2>"]
     has_load = any(s.get("load_average") for s in steps)
     has_rss = any(s.get("peak_rss_gib") is not None for s in steps)
     rows = []
@@ -267,9 +285,12 @@ def write_report(record: dict, path) -> Path:
                      f"busy the machine was ({record['machine'].get('cpu_count')} cores): above the core count, "
                      "other work shared the CPU and the times are longer than on an idle machine. Peak memory "
                      "is that of the largest notebook kernel (or process it started) up to that step.</p>")
+    return parts
 
-    # figures
-    parts.append("<h2>Key figures</h2>")
+
+def _figures_section(steps: list) -> list[str]:
+    """The key figures of every executed notebook, embedded."""
+    parts = ["<h2>Key figures</h2>"]
     for s in steps:
         if not s.get("executed") or not Path(s["executed"]).is_file():
             continue
@@ -281,18 +302,24 @@ def write_report(record: dict, path) -> Path:
             parts.append(f'<figure><img alt="{_e(s["notebook"])}: {_e(caption)}" src="data:image/png;base64,{png}">'
                          f"<figcaption>{_e(s['notebook'])} · {_e(caption)}</figcaption></figure>")
         parts.append("</div>")
+    return parts
 
-    parts.append("<h2>Morphometrics: every mitochondrion measured</h2>")
-    parts.append(_morphometrics(record))
 
-    parts.append("<h2>Metrics</h2><p>Each notebook's <code>metrics.json</code>; paths relative to the tour's folder.</p>")
-    for s in steps:
+def _metrics_section(record: dict) -> list[str]:
+    """Each notebook's ``metrics.json``, flattened."""
+    out = record.get("out", "")
+    parts = ["<h2>Metrics</h2><p>Each notebook's <code>metrics.json</code>; paths relative to the tour's folder.</p>"]
+    for s in record["steps"]:
         if s.get("metrics"):
             rows = [[k, _value_cell(v, out)] for k, v in _flatten(s["metrics"])]
             parts.append(f"<h3>{_e(s['title'])}</h3>" + _table(rows, ["key", "value"]))
+    return parts
 
-    # provenance
-    parts.append("<h2>Provenance</h2>")
+
+def _provenance_section(record: dict) -> list[str]:
+    """How, where and on what the tour ran: command, device, versions, data, models, parameters."""
+    out, data, device = record.get("out", ""), record["dataset"], record["device"]
+    parts = ["<h2>Provenance</h2>"]
     parts.append("<h3>Run</h3>" + _table([
         ["command", f'<td class="mono">{_e(record.get("command") or "vemkit.tour.tour(...)")}</td>'],
         ["started", record.get("started")], ["finished", record.get("finished", "")],
@@ -303,29 +330,32 @@ def write_report(record: dict, path) -> Path:
         [[f"device: {k}", v] for k, v in device.items()] + [[f"machine: {k}", v] for k, v in record["machine"].items()]))
     parts.append("<h3>Versions</h3>" + _table([[k, v or "not installed"] for k, v in record["versions"].items()],
                                               ["package", "version"], ' id="versions"'))
-    parts.append("<h3>Data</h3>")
-    if data["name"] == "synthetic":
-        parts.append("<p>The synthetic phantom of <code>vemkit.synthetic.make_phantom</code> (seed 0): generated, "
-                     "no files.</p>")
-    else:
-        facts = [[k, data.get(k)] for k in ("name", "volume", "title", "modality", "voxel_size_nm", "licence",
-                                            "citation", "folder", "verified")]
-        src = data.get("source") or {}
-        facts += [[f"source {k}", v] for k, v in src.items()]
-        facts.append(["SHA-256 of the file list", f'<td class="mono">{_e(data["files_sha256"])}</td>'])
-        parts.append(_table(facts, attrs=' id="dataset"'))
-        parts.append(f"<details><summary>the {len(data['files'])} files used, each with its SHA-256</summary>"
-                     + _files_table(data["files"]) + "</details>")
+    parts += _data_section(data)
     if record.get("models"):
         parts.append("<h3>Models</h3>")
         for m in record["models"]:
             parts.append(f"<p>{_e(m['role'])}: <code>{_e(_rel(m['name'], out))}</code></p>" + _files_table(m["files"]))
     parts.append("<h3>Parameters of each notebook</h3>")
-    for s in steps:
+    for s in record["steps"]:
         if s.get("parameters"):
             rows = [[k, _value_cell(v, out)] for k, v in s["parameters"].items()]
             parts.append(f"<details><summary>{_e(s['notebook'])}</summary>" + _table(rows) + "</details>")
-    parts.append("<p class=\"sub\">Written by <code>vemkit tour</code>; the same record is in "
-                 "<code>tour.json</code>.</p></main></body></html>")
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
+    return parts
+
+
+def _data_section(data: dict) -> list[str]:
+    """The dataset's facts and every file used with its SHA-256."""
+    parts = ["<h3>Data</h3>"]
+    if data["name"] == "synthetic":
+        parts.append("<p>The synthetic phantom of <code>vemkit.synthetic.make_phantom</code> (seed 0): generated, "
+                     "no files.</p>")
+        return parts
+    facts = [[k, data.get(k)] for k in ("name", "volume", "title", "modality", "voxel_size_nm", "licence",
+                                        "citation", "folder", "verified")]
+    src = data.get("source") or {}
+    facts += [[f"source {k}", v] for k, v in src.items()]
+    facts.append(["SHA-256 of the file list", f'<td class="mono">{_e(data["files_sha256"])}</td>'])
+    parts.append(_table(facts, attrs=' id="dataset"'))
+    parts.append(f"<details><summary>the {len(data['files'])} files used, each with its SHA-256</summary>"
+                 + _files_table(data["files"]) + "</details>")
+    return parts

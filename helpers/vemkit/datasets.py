@@ -15,17 +15,22 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ._errors import UnknownNameError
+from ._readers import split_key
 from ._volume import Volume
+from .io import open_volume
 
 __all__ = [
     "Dataset",
     "cache_dir",
     "fetch",
+    "files_for",
     "get_entry",
     "list_datasets",
     "load_dataset",
@@ -59,10 +64,10 @@ def list_datasets(path=None) -> list[str]:
 
 
 def get_entry(name: str, path=None) -> dict:
-    """The manifest entry of dataset ``name``; a clear KeyError lists the known names."""
+    """The manifest entry of dataset ``name``; a clear KeyError (:class:`UnknownNameError`, also a ValueError) lists the known names."""
     datasets = manifest(path)["datasets"]
     if not isinstance(name, str) or name not in datasets:
-        raise KeyError(f"no dataset named {name!r} in the data manifest; known datasets: {', '.join(sorted(datasets))}")
+        raise UnknownNameError(f"no dataset named {name!r} in the data manifest; known datasets: {', '.join(sorted(datasets))}")
     return datasets[name]
 
 
@@ -103,7 +108,7 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
     Raises
     ------
     KeyError
-        Unknown dataset or file.
+        Unknown dataset or file (:class:`vemkit._errors.UnknownNameError`, also a ValueError).
     ValueError
         A file's SHA-256 does not match the manifest (the bad download is discarded).
     ConnectionError
@@ -119,7 +124,7 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
         by_path = {f["path"]: f for f in wanted}
         missing = [f for f in files if f not in by_path]
         if missing:
-            raise KeyError(f"dataset {name!r} has no file(s) {missing}")
+            raise UnknownNameError(f"dataset {name!r} has no file(s) {missing}")
         wanted = [by_path[f] for f in files]
     registry = {f["path"]: f"sha256:{f['sha256']}" for f in wanted}
     urls = {f["path"]: f["url"] for f in wanted}
@@ -216,17 +221,15 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
     >>> ds.image.shape, ds.voxel_size, sorted(ds.labels)  # doctest: +SKIP
     ((20, 1024, 1024), (50.0, 4.6, 4.6), ['classes', 'membranes', 'mitochondria', 'synapses'])
     """
-    from .io import open_volume
-
     entry = get_entry(name, manifest_path)
     volumes = entry.get("volumes")
     if not volumes:
         raise ValueError(f"dataset {name!r} has no loadable volumes in the manifest; use fetch({name!r}) for its files")
     volume = volume or entry.get("default_volume") or next(iter(volumes))
     if volume not in volumes:
-        raise KeyError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
+        raise UnknownNameError(f"dataset {name!r} has no volume {volume!r}; it has: {', '.join(volumes)}")
     spec = volumes[volume]
-    needed = _files_for(entry, spec)
+    needed = files_for(entry, spec)
     folder = fetch(name, files=needed, progress=progress, manifest_path=manifest_path)
     voxel = tuple(entry["voxel_size_nm"]) if entry.get("voxel_size_nm") else None
     image = open_volume(str(folder / spec["image"]), voxel_size=voxel)
@@ -242,12 +245,33 @@ def load_dataset(name: str, volume: str | None = None, *, progress: bool = True,
     return Dataset(name=name, volume=volume, image=image, labels=labels, meanings=meanings, entry=entry)
 
 
-def _files_for(entry, spec) -> list[str]:
-    """Manifest file paths used by one volume spec (globs matched against the manifest's list)."""
-    from fnmatch import fnmatchcase
+def files_for(entry: dict, spec: dict) -> list[str]:
+    """The manifest file paths one volume of a dataset needs.
 
-    from ._readers import split_key
+    Parameters
+    ----------
+    entry : dict
+        A dataset's manifest entry (:func:`get_entry`).
+    spec : dict
+        One of its ``entry["volumes"]``: the image and label paths, which may be globs, container
+        keys (``file.hdf:/volumes/raw``) or paths inside an unpacked archive.
 
+    Returns
+    -------
+    list of str
+        The paths of ``entry["files"]`` to fetch for it, each once, in the order the spec names them.
+
+    Raises
+    ------
+    ValueError
+        A path of the spec matches no file of the dataset.
+
+    Examples
+    --------
+    >>> entry = get_entry("drosophila_vnc_sstem")
+    >>> len(files_for(entry, entry["volumes"][entry["default_volume"]])) > 0
+    True
+    """
     patterns = [spec["image"], *(lab["path"] for lab in spec.get("labels", {}).values())]
     out = []
     for pat in patterns:
@@ -264,8 +288,6 @@ def _files_for(entry, spec) -> list[str]:
 
 
 def _load_label(folder: Path, spec: dict, voxel, source: str) -> Volume:
-    from .io import open_volume
-
     rule = spec.get("rule", "raw")
     if rule == "flyem_bodies":
         data = _flyem_bodies(folder / spec["path"])

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -36,37 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _bioimageio_package as _pkg
+from ._bioimageio_package import BASE_TAGS, INPUT_ID, OUTPUT_ID  # noqa: F401 - this module's constants
 from .models import SegmentationModel, UNet, load_model
+from .synthetic import make_phantom
 
 __all__ = ["ProbabilityUNet", "export_bioimageio", "validate_bioimageio"]
 
-#: Tags every exported package carries (the classes and a few bioimage.io category tags are added).
-BASE_TAGS = ["electron-microscopy", "segmentation", "unet", "vemkit"]
-
-INPUT_ID = "raw"
-OUTPUT_ID = "probabilities"
-
 _INSTALL_HINT = "pip install 'vemkit[export]'"
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9_+\- ()]")
-_JIT_DEPRECATION = r".*torch\.jit\.\w+.* is deprecated"
 #: Description keys whose URLs are links, not files (validation would only ping them).
 _LINK_KEYS = {"url", "git_repo"}
-
-_CITATIONS = [
-    {"text": "Ronneberger O, Fischer P, Brox T (2015). U-Net: Convolutional Networks for Biomedical Image "
-             "Segmentation. MICCAI 2015.", "doi": "10.1007/978-3-319-24574-4_28"},
-    {"text": "Isensee F, Jaeger PF, Kohl SAA, Petersen J, Maier-Hein KH (2021). nnU-Net: a self-configuring "
-             "method for deep learning-based biomedical image segmentation. Nature Methods 18, 203-211 "
-             "(the network plan vemkit follows).", "doi": "10.1038/s41592-020-01008-z"},
-]
-
-
-def _vemkit_citation() -> str:
-    from . import __version__
-
-    return (f"vemkit developers. vemkit {__version__}: from a raw volume-electron-microscopy stack to measured "
-            "organelles (software).")
-
 
 class ProbabilityUNet(UNet):
     """A :class:`~vemkit.models.UNet` that outputs probabilities: softmax over the first ``n_classes``
@@ -170,64 +146,11 @@ def _check_out(out: Path, overwrite: bool) -> bool:
     return is_zip
 
 
-def _default_name(model: SegmentationModel) -> str:
-    fg = " ".join(c for c in model.classes[1:])
-    name = _NAME_CHARS.sub("-", f"vemkit {model.ndim}D U-Net {fg}").strip()
-    return name[:64].rstrip()
-
-
-def _join(words) -> str:
-    words = list(words)
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def _tag(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def _tags(model: SegmentationModel) -> list:
-    tags = list(BASE_TAGS) + [f"{model.ndim}d", "pytorch", "semantic-segmentation", "ilastik", "deepimagej"]
-    for c in [*model.classes[1:], *model.extra_targets]:
-        t = _tag(c)
-        if t.startswith("mitochondri"):
-            tags.append("mitochondria")
-        if "membrane" in t:
-            tags.append("cell-membrane")
-        if t:
-            tags.append(t)
-    return list(dict.fromkeys(tags))
-
-
-def _spatial_layout(model: SegmentationModel):
-    """Per network spatial axis: (axis id, divisor, halo, voxel size or None, minimum size)."""
-    ids = ("z", "y", "x")[3 - model.ndim:]
-    div = model.divisor[3 - model.ndim:]
-    halo = model.halo[3 - model.ndim:]
-    vs = model.voxel_size[3 - model.ndim:] if model.voxel_size else (None,) * model.ndim
-    out = []
-    for a, d, h, v in zip(ids, div, halo, vs):
-        d, h = int(d), int(h)
-        min_size = (2 * h // d + 1) * d  # the smallest multiple of the divisor that leaves >= 1 voxel after the halo
-        out.append((a, d, h, v, min_size))
-    return out
-
-
-def _valid_size(target: int, min_size: int, step: int) -> int:
-    """The smallest valid size (min + n * step) >= target."""
-    return min_size + step * max(0, -(-(int(target) - min_size) // step))
-
-
-def _largest_valid(limit: int, min_size: int, step: int) -> int:
-    return min_size + step * ((int(limit) - min_size) // step)
-
-
 def _test_image(model: SegmentationModel, layout, test_image):
     """The raw test crop, shaped like the network's spatial input."""
     if test_image is None:
-        from .synthetic import make_phantom
-
         targets = {"z": 8, "y": 96, "x": 96}
-        shape = [_valid_size(targets[a], m, d) for a, d, _h, _v, m in layout]
+        shape = [_pkg.valid_size(targets[a], m, d) for a, d, _h, _v, m in layout]
         zyx = (1, *shape) if model.ndim == 2 else tuple(shape)
         ph = make_phantom(zyx, voxel_size=model.voxel_size or (40.0, 8.0, 8.0), seed=0)
         return np.asarray(ph.image, dtype=np.float32).reshape(shape)
@@ -247,180 +170,10 @@ def _test_image(model: SegmentationModel, layout, test_image):
         if n < m:
             raise ValueError(f"test_image is too small along {a}: {n} voxels, the network needs at least {m} "
                              f"(a multiple of {d} with room for the {_h}-voxel halo)")
-        size = _largest_valid(min(n, max(caps[a], m)), m, d)
+        size = _pkg.largest_valid(min(n, max(caps[a], m)), m, d)
         start = (n - size) // 2
         crop.append(slice(start, start + size))
     return np.ascontiguousarray(img[tuple(crop)], dtype=np.float32)
-
-
-def _preprocess(raw: np.ndarray, model: SegmentationModel):
-    """What the package's preprocessing does to the test input (bioimage.io formulas, float32 result)."""
-    norm = model.normalization
-    x = raw.astype(np.float64)
-    if norm["mode"] == "fixed":
-        low, high = float(norm["low"]), float(norm["high"])
-        return ((x - low) / (high - low)).astype(np.float32)
-    lo, hi = np.percentile(x, [float(norm.get("lower", 1.0)), float(norm.get("upper", 99.0))])
-    return ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
-
-
-def _preprocessing_descr(v5, model: SegmentationModel, axis_ids):
-    norm = model.normalization
-    if norm["mode"] == "fixed":
-        low, high = float(norm["low"]), float(norm["high"])
-        if not high > low:
-            raise ValueError(f"fixed normalisation needs high > low, got low={low}, high={high}")
-        gain, offset = 1.0 / (high - low), -low / (high - low)
-        if gain == 1.0 and offset == 0.0:
-            return []  # grey values are already network input
-        return [v5.ScaleLinearDescr(kwargs=v5.ScaleLinearKwargs(gain=gain, offset=offset))]
-    return [v5.ScaleRangeDescr(kwargs=v5.ScaleRangeKwargs(
-        axes=[v5.AxisId(a) for a in axis_ids],
-        min_percentile=float(norm.get("lower", 1.0)),
-        max_percentile=float(norm.get("upper", 99.0))))]
-
-
-def _normalisation_text(model: SegmentationModel) -> str:
-    norm = model.normalization
-    if norm["mode"] == "fixed":
-        return (f"grey value {norm['low']:g} -> 0 and {norm['high']:g} -> 1 (`scale_linear`), the fixed range the "
-                "model was trained with")
-    return (f"the {norm.get('lower', 1.0):g} and {norm.get('upper', 99.0):g} percentiles of the input -> 0 and 1 "
-            "(`scale_range`, no clipping). vemkit estimates these percentiles once per volume from a sample; a "
-            "bioimage.io consumer computes them on the image it is given, so give it whole images or sections "
-            "rather than small crops")
-
-
-def _trace(net: ProbabilityUNet, example: torch.Tensor):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
-        with torch.no_grad():
-            traced = torch.jit.trace(net, example, check_trace=False)
-    return traced
-
-
-def _run(net, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-
-
-def _cover(path: Path, raw: np.ndarray, probs: np.ndarray, model: SegmentationModel):
-    """Input | prediction, side by side (2:1), the middle section of a 3D crop."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-
-    if raw.ndim == 3:
-        raw, probs = raw[raw.shape[0] // 2], probs[:, probs.shape[1] // 2]
-    labels = probs[: model.n_classes].argmax(0)
-    palette = [(0, 0, 0, 0), (0.12, 0.47, 0.71, 1), (1.0, 0.5, 0.05, 1), (0.17, 0.63, 0.17, 1),
-               (0.84, 0.15, 0.16, 1), (0.58, 0.4, 0.74, 1), (0.55, 0.34, 0.29, 1), (0.89, 0.47, 0.76, 1)]
-    cmap = ListedColormap([palette[i % len(palette)] if i else palette[0] for i in range(model.n_classes)])
-    lo, hi = np.percentile(raw, [1, 99])
-    fig = Figure(figsize=(8, 4), dpi=100)
-    for i, title in enumerate(("input", "prediction")):
-        ax = fig.add_axes((i / 2, 0, 0.5, 1))
-        ax.imshow(raw, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest", aspect="auto")
-        if i:
-            ax.imshow(labels, cmap=cmap, vmin=-0.5, vmax=model.n_classes - 0.5, alpha=0.55, interpolation="nearest",
-                      aspect="auto")
-        ax.set_axis_off()
-        ax.text(0.02, 0.97, title, transform=ax.transAxes, color="white", va="top", fontsize=12,
-                bbox={"facecolor": "black", "alpha": 0.5, "edgecolor": "none"})
-    fig.savefig(path, dpi=100)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return "`" + json.dumps(value, default=str)[:300] + "`"
-    return str(value)
-
-
-def _readme(model: SegmentationModel, name: str, description: str, layout, preprocessing_text: str) -> str:
-    from . import __version__
-
-    t = model.training or {}
-    lines = [f"# {name}", "", description, "",
-             "## Model", "",
-             f"- Network: {model.ndim}D U-Net (vemkit {__version__}), kernels {model.network.kernels}, "
-             f"pooling {model.network.pools}, {model.network.base_channels} base channels"
-             + (", residual encoder" if model.network.residual else "") + ".",
-             f"- Voxel size it was trained at (z, y, x): {model.voxel_size} nm." if model.voxel_size
-             else "- Voxel size it was trained at: not recorded.",
-             f"- Input `{INPUT_ID}`: one grey-value channel, axes batch, channel, "
-             + ", ".join(a for a, *_ in layout) + ". Each spatial side must be "
-             + ", ".join(f"{a}: {m} + n x {d}" for a, d, _h, _v, m in layout) + ".",
-             f"- Normalisation: {preprocessing_text}.",
-             f"- Output `{OUTPUT_ID}`: one channel per class (" + ", ".join(model.classes) + ")"
-             + (" then per extra target (" + ", ".join(model.extra_targets) + ")" if model.extra_targets else "")
-             + ". The class channels are softmax probabilities (they sum to 1; the label is their argmax, 0 = "
-             "background)" + ("; extra targets are sigmoid outputs" if model.extra_targets else "")
-             + ". The activation is part of the network in both weight formats.",
-             "- Halo: " + ", ".join(f"{a}: {h}" for a, _d, h, _v, _m in layout)
-             + " voxels per side. Tile with this much context and crop it from the output for seam-free results.",
-             "",
-             "## Weights", "",
-             "- `weights_torchscript.pt`: TorchScript, runs without vemkit (deepImageJ, ilastik, bioimageio.core).",
-             "- `weights_state_dict.pt`: a PyTorch state dict for `vemkit.export.ProbabilityUNet` (architecture "
-             "kwargs in `rdf.yaml`); the same keys load into `vemkit.models.UNet`, which outputs logits. Needs "
-             "vemkit installed. `vemkit_config.json` and `training.json` are the vemkit model directory's files.",
-             "",
-             "## Training", ""]
-    plan = t.get("plan") or {}
-    rows = [("data", t.get("image")), ("base model", t.get("base")), ("method", t.get("method")),
-            ("iterations", t.get("iterations")), ("time (s)", t.get("seconds")), ("device", t.get("device")),
-            ("machine", t.get("machine")), ("torch", t.get("torch")), ("seed", t.get("seed")),
-            ("annotated voxels", t.get("annotated_voxels")), ("final validation IoU", t.get("final_val_iou")),
-            ("patch", plan.get("patch")), ("batch size", plan.get("batch_size")), ("learning rate", plan.get("lr")),
-            ("augmentation", plan.get("augment")), ("class weights", plan.get("class_weights")),
-            ("validation sections", plan.get("validation_sections"))]
-    rows = [(k, v) for k, v in rows if v not in (None, "", [], {})]
-    if rows:
-        lines += ["| | |", "|---|---|"] + [f"| {k} | {_fmt(v).replace('|', '/')} |" for k, v in rows]
-    else:
-        lines.append("No training record was saved with this model.")
-    if plan.get("reasons"):
-        lines += ["", "Why this plan:", ""] + [f"- {k}: {v}" for k, v in plan["reasons"].items()]
-    if t:
-        lines += ["", "The full record (with the loss and validation history) is in `training.json`."]
-    lines += ["", "## Validation", "",
-              "`test_input.npy` (raw grey values) and `test_output.npy` (probabilities) reproduce with either weight "
-              "format after the preprocessing above. Before trusting the model on new data, annotate a few sections "
-              "of it and score the prediction (e.g. `vemkit evaluate`, per-class IoU); EM from another instrument, "
-              "stain or voxel size than the training data usually needs fine-tuning.", "",
-              "## Use with vemkit", "",
-              "Predict with the original model directory (`vemkit predict`), which handles the normalisation, "
-              "halo and blocks over whole volumes.", "",
-              "## Citation", "",
-              f"- {_vemkit_citation()}"] + [f"- {c['text']} doi:{c['doi']}" for c in _CITATIONS] + [""]
-    return "\n".join(lines)
-
-
-def _training_details(t: dict) -> dict:
-    plan = t.get("plan") or {}
-    details = {}
-    if plan.get("batch_size") is not None:
-        details["training_batch_size"] = float(plan["batch_size"])
-    if plan.get("lr") is not None:
-        details["initial_learning_rate"] = float(plan["lr"])
-        details["optimizer"] = "torch.optim.AdamW"
-        details["learning_rate_schedule"] = "polynomial decay"
-    if plan:
-        weighted = len(set(plan.get("class_weights") or [1.0])) > 1
-        details["loss_function"] = (f"{'weighted ' if weighted else ''}cross-entropy + Dice "
-                                    "(unlabelled voxels ignored)")
-    if t.get("seconds") is not None:
-        details["training_duration"] = float(t["seconds"]) / 3600.0
-    return details
 
 
 def export_bioimageio(model, out, *, name=None, description=None, authors=None, test_image=None,
@@ -477,14 +230,6 @@ def export_bioimageio(model, out, *, name=None, description=None, authors=None, 
     divisor), the model's halo sits on the output axes, and the normalisation is the preprocessing.
     """
     _require_spec()
-    from bioimageio.spec import (
-        ValidationContext,
-        save_bioimageio_package_as_folder,
-        save_bioimageio_package_to_stream,
-    )
-    from bioimageio.spec.model import v0_5 as v5
-    from pydantic import ValidationError
-
     seg = _resolve_model(model)
     if seg.normalization.get("mode") == "histogram":
         raise ValueError("this model maps grey values by histogram matching (vemkit adapt --method histogram), "
@@ -492,161 +237,21 @@ def export_bioimageio(model, out, *, name=None, description=None, authors=None, 
                          "and histogram-match the images with vemkit.domain.match_histogram instead")
     out = Path(out)
     is_zip = _check_out(out, overwrite)
-    name = _default_name(seg) if name is None else str(name)
-    if _NAME_CHARS.search(name) or not 5 <= len(name) <= 128:
-        raise ValueError(f"name must be 5-128 characters of letters, digits, spaces and _+-(), got {name!r}")
-    layout = _spatial_layout(seg)
-    axis_ids = [a for a, *_ in layout]
-    vs_text = " x ".join(f"{v:g}" for v in seg.voxel_size) + " nm (z, y, x)" if seg.voxel_size else "unrecorded"
-    if description is None:
-        fg = _join(seg.classes[1:])
-        description = (f"{seg.ndim}D U-Net trained with vemkit to segment {fg} in volume electron microscopy "
-                       f"(voxel size {vs_text}). Output: softmax probabilities per class "
-                       f"({', '.join(seg.classes)})"
-                       + (f" then sigmoid outputs for {', '.join(seg.extra_targets)}" if seg.extra_targets else "")
-                       + "; the label is the argmax of the class channels.")
-    author_list = []
-    for a in authors or []:
-        a = {"name": a} if isinstance(a, str) else dict(a)
-        if not str(a.get("name") or "").strip():
-            raise ValueError(f"every author needs a name, got {a!r}")
-        author_list.append(a)
-
+    layout = _pkg.spatial_layout(seg)
+    name, description, author_list = _pkg.package_texts(seg, layout, name, description, authors)
     net = ProbabilityUNet.from_unet(seg.network, seg.n_classes)
     raw = _test_image(seg, layout, test_image)
-    test_in = raw[None, None]
-    x = _preprocess(test_in, seg)
-    reference = _run(net, x)
-    traced = _trace(net, torch.from_numpy(x))
-    test_out = _run(traced, x)
-    if not np.allclose(test_out, reference, rtol=0, atol=1e-5):
-        raise RuntimeError("the traced TorchScript network does not reproduce the eager network on the test input")
-    # a second shape: the trace must not have frozen the input size
-    other = tuple(m + d for _a, d, _h, _v, m in layout)
-    probe = np.random.default_rng(0).random((2, 1, *other), dtype=np.float32)
-    if not np.allclose(_run(traced, probe), _run(net, probe), rtol=0, atol=1e-5):
-        raise RuntimeError("the traced TorchScript network does not generalise to other input sizes")
-
+    traced, test_out = _pkg.traced_network(net, seg, raw, layout)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".vemkit-bioimageio-", dir=out.parent) as tmp, _quiet_spec():
         tmp = Path(tmp).resolve()
         stage = tmp / "files"
         stage.mkdir()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
-            traced.save(str(stage / "weights_torchscript.pt"))
-        torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, stage / "weights_state_dict.pt")
-        np.save(stage / "test_input.npy", test_in)
-        np.save(stage / "test_output.npy", test_out.astype(np.float32))
-        import tifffile
-
-        tifffile.imwrite(stage / "sample_input.tif", raw, photometric="minisblack")
-        tifffile.imwrite(stage / "sample_output.tif", test_out[0], photometric="minisblack")
-        _cover(stage / "cover.png", raw, test_out[0], seg)
-        preprocessing_text = _normalisation_text(seg)
-        (stage / "README.md").write_text(_readme(seg, name, description, layout, preprocessing_text))
-        (stage / "vemkit_config.json").write_text(json.dumps(seg.config(), indent=1))
-        (stage / "training.json").write_text(json.dumps(seg.training or {}, indent=1, default=str))
-
-        unit = "nanometer" if seg.voxel_size else None
-        in_axes = [v5.BatchAxis(), v5.ChannelAxis(channel_names=["em"])]
-        out_axes = [v5.BatchAxis(), v5.ChannelAxis(channel_names=[*seg.classes, *seg.extra_targets])]
-        for a, d, h, v, m in layout:
-            scale = float(v) if v else 1.0
-            in_axes.append(v5.SpaceInputAxis(id=v5.AxisId(a), size=v5.ParameterizedSize(min=m, step=d),
-                                             unit=unit, scale=scale))
-            ref = v5.SizeReference(tensor_id=v5.TensorId(INPUT_ID), axis_id=v5.AxisId(a))
-            if h > 0:
-                out_axes.append(v5.SpaceOutputAxisWithHalo(id=v5.AxisId(a), size=ref, halo=h, unit=unit, scale=scale))
-            else:
-                out_axes.append(v5.SpaceOutputAxis(id=v5.AxisId(a), size=ref, unit=unit, scale=scale))
-        torch_version = v5.Version(torch.__version__.split("+")[0])
-        arch_kwargs = {k: v for k, v in seg.network.config().items() if k != "name"}
-        arch_kwargs["n_classes"] = seg.n_classes
-        t = seg.training or {}
-        bioimageio_config = {
-            "architecture_type": f"{seg.ndim}D U-Net",
-            "architecture_description": (f"vemkit U-Net: {len(seg.network.pools)} poolings {seg.network.pools}, "
-                                         f"kernels {seg.network.kernels}, channels {seg.network.channels}, "
-                                         "BatchNorm + LeakyReLU, softmax output"),
-            "modality": "electron microscopy",
-            "target_structure": list(seg.classes[1:]),
-            "task": "semantic segmentation",
-            "model_parameter_count": int(sum(p.numel() for p in net.parameters())),
-            "training": _training_details(t),
-        }
-        if t.get("device"):
-            bioimageio_config["environmental_impact"] = {"hardware_type": str(t["device"])}
-        vemkit_config = {"model": seg.config(), "fingerprint": seg.fingerprint(), "citation": _vemkit_citation(),
-                         "output": "probabilities: softmax over the classes, sigmoid on extra targets"}
-        # Built without file IO (the hashes are given): with IO on, bioimageio.spec would look authors'
-        # github_user up online. The written package gets the full offline IO validation below.
-        offline = ValidationContext(root=stage, perform_io_checks=False, raise_errors=True, log_warnings=False)
-        names = ("weights_torchscript.pt", "weights_state_dict.pt", "test_input.npy", "test_output.npy",
-                 "sample_input.tif", "sample_output.tif", "cover.png", "README.md", "vemkit_config.json",
-                 "training.json")
-        try:
-            with offline:
-                files = {n: v5.FileDescr(source=stage / n, sha256=v5.Sha256(_sha256(stage / n))) for n in names}
-                descr = v5.ModelDescr(
-                    name=name,
-                    description=description,
-                    authors=author_list,
-                    cite=[v5.CiteEntry(text=c["text"], doi=v5.Doi(c["doi"])) for c in _CITATIONS],
-                    license=v5.LicenseId(license),
-                    tags=_tags(seg),
-                    covers=[files["cover.png"]],
-                    documentation=files["README.md"],
-                    attachments=[files["vemkit_config.json"],
-                                 files["training.json"]],
-                    inputs=[v5.InputTensorDescr(
-                        id=v5.TensorId(INPUT_ID),
-                        description="EM grey values, one channel (any integer or float type; cast to float32)",
-                        axes=in_axes,
-                        test_tensor=files["test_input.npy"],
-                        sample_tensor=files["sample_input.tif"],
-                        data=v5.IntervalOrRatioDataDescr(type="float32"),
-                        preprocessing=_preprocessing_descr(v5, seg, axis_ids),
-                    )],
-                    outputs=[v5.OutputTensorDescr(
-                        id=v5.TensorId(OUTPUT_ID),
-                        description=("softmax probability per class (sum 1, label = argmax)"
-                                     + ("; sigmoid per extra target" if seg.extra_targets else "")),
-                        axes=out_axes,
-                        test_tensor=files["test_output.npy"],
-                        sample_tensor=files["sample_output.tif"],
-                        data=v5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                    )],
-                    weights=v5.WeightsDescr(
-                        pytorch_state_dict=v5.PytorchStateDictWeightsDescr(
-                            source=files["weights_state_dict.pt"].source,
-                            sha256=files["weights_state_dict.pt"].sha256,
-                            architecture=v5.ArchitectureFromLibraryDescr(
-                                callable=v5.Identifier("ProbabilityUNet"), import_from="vemkit.export",
-                                kwargs=arch_kwargs),
-                            pytorch_version=torch_version,
-                            comment="vemkit.export.ProbabilityUNet; needs vemkit installed",
-                        ),
-                        torchscript=v5.TorchscriptWeightsDescr(
-                            source=files["weights_torchscript.pt"].source,
-                            sha256=files["weights_torchscript.pt"].sha256,
-                            pytorch_version=torch_version,
-                            parent="pytorch_state_dict",
-                            comment="traced in eval mode from the state-dict network; runs without vemkit",
-                        ),
-                    ),
-                    config={"bioimageio": bioimageio_config, "vemkit": vemkit_config},
-                )
-        except ValidationError as e:
-            raise ValueError(f"the bioimage.io description of this model is invalid:\n{e}") from e
-
+        _pkg.write_files(stage, seg, net, traced, raw, test_out, name=name, description=description, layout=layout)
+        descr = _pkg.describe(stage, seg, net, name=name, description=description, authors=author_list,
+                              license=license, layout=layout)
         written = tmp / ("package.zip" if is_zip else "package")
-        with offline:
-            if is_zip:
-                with open(written, "wb") as f:
-                    save_bioimageio_package_to_stream(descr, output_stream=f)
-            else:
-                save_bioimageio_package_as_folder(descr, output_path=written)
+        _pkg.save(descr, written, stage)
         del descr
         summary = validate_bioimageio(written)
         if summary["status"] == "failed":
@@ -695,9 +300,9 @@ def _run_test(descr) -> dict:
         return {"status": "skipped", "reason": "postprocessing other than ensure_dtype is not implemented here"}
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=_pkg.JIT_DEPRECATION, category=DeprecationWarning)
             net = torch.jit.load(io.BytesIO(weights.get_reader().read()), map_location="cpu")
-        got = _run(net.eval(), np.asarray(x, dtype=np.float32)).astype(expected.dtype)
+        got = _pkg.run(net.eval(), np.asarray(x, dtype=np.float32)).astype(expected.dtype)
     except Exception as e:  # a broken weights file is a failed test, not a crash of the validation
         return {"weights": "torchscript", "status": "failed", "reason": f"{type(e).__name__}: {e}"}
     rtol, atol, per_million = 1e-3, 1e-3, 100

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._omezarr import remove_tree, set_ome_attrs, write_multiscale
 from ._readers import FORMATS_HELP, SUPPORTED_DTYPES, detect_format, read, split_key, to_zyx
+from ._readers_container import multiscales
 from ._volume import MissingVoxelSizeWarning, Volume, as_dask
 from ._voxel import check_voxel_size
 
@@ -78,7 +79,7 @@ def open_volume(
         Unknown format, corrupt file, unsupported dtype, 4D/RGB data without ``channel``, or a voxel
         size that is not three positive numbers.
     KeyError
-        The named dataset is not in the container.
+        The named dataset is not in the container (an ``UnknownNameError``, also a ValueError).
 
     Examples
     --------
@@ -191,42 +192,12 @@ def write_ome_zarr(
     import dask
     import zarr
 
-
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
-    if not isinstance(image, Volume) and getattr(image, "ndim", 3) == 4:
-        # (c, z, y, x): channels such as class probabilities; the pyramid is built over z, y, x
-        if voxel_size is None:
-            raise ValueError("voxel_size is unknown and writing OME-Zarr needs it; pass voxel_size=(z, y, x) in nm")
-        vs = check_voxel_size(voxel_size)
-        data = as_dask(image)
-        if labels:
-            raise ValueError("labels can be attached to (z, y, x) images only")
-    else:
-        volume = image if isinstance(image, Volume) else Volume.from_array(image)
-        if voxel_size is not None:
-            volume = volume.with_voxel_size(voxel_size)
-        vs = volume.require_voxel_size("writing OME-Zarr")
-        data = volume.data
-    if data.dtype.name not in SUPPORTED_DTYPES or data.dtype == bool:
-        if data.dtype == bool:
-            data = data.astype(np.uint8)
-        else:
-            raise ValueError(f"image has dtype {data.dtype}; OME-Zarr writing takes {', '.join(SUPPORTED_DTYPES)}")
-    label_arrays = {}
-    for lname, lab in (labels or {}).items():
-        larr = as_dask(lab)
-        if larr.ndim == 2:
-            larr = larr[None]
-        if tuple(larr.shape) != tuple(data.shape):
-            raise ValueError(
-                f"labels[{lname!r}] has shape {tuple(larr.shape)}; expected the image's shape {tuple(data.shape)}"
-            )
-        if not (np.issubdtype(larr.dtype, np.integer) or larr.dtype == bool):
-            raise ValueError(f"labels[{lname!r}] has dtype {larr.dtype}; label images must be integers")
-        label_arrays[str(lname)] = larr
+    data, vs = _image_for_writing(image, voxel_size, labels)
+    label_arrays = _label_arrays(labels, data.shape)
     if chunks is not None:
         chunks = tuple(int(c) for c in chunks)
         if len(chunks) != 3 or min(chunks) < 1:
@@ -250,10 +221,48 @@ def write_ome_zarr(
     return path
 
 
-def _image_version(root) -> str:
-    from ._readers import _multiscales
+def _image_for_writing(image, voxel_size, labels):
+    """The image as a dask array of a supported dtype (bool -> uint8), with its checked voxel size."""
+    if not isinstance(image, Volume) and getattr(image, "ndim", 3) == 4:
+        # (c, z, y, x): channels such as class probabilities; the pyramid is built over z, y, x
+        if voxel_size is None:
+            raise ValueError("voxel_size is unknown and writing OME-Zarr needs it; pass voxel_size=(z, y, x) in nm")
+        vs = check_voxel_size(voxel_size)
+        data = as_dask(image)
+        if labels:
+            raise ValueError("labels can be attached to (z, y, x) images only")
+    else:
+        volume = image if isinstance(image, Volume) else Volume.from_array(image)
+        if voxel_size is not None:
+            volume = volume.with_voxel_size(voxel_size)
+        vs = volume.require_voxel_size("writing OME-Zarr")
+        data = volume.data
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    elif data.dtype.name not in SUPPORTED_DTYPES:
+        raise ValueError(f"image has dtype {data.dtype}; OME-Zarr writing takes {', '.join(SUPPORTED_DTYPES)}")
+    return data, vs
 
-    found = _multiscales(dict(root.attrs))
+
+def _label_arrays(labels, shape) -> dict:
+    """The label images by name as dask arrays, checked to be integers of the image's ``shape``."""
+    label_arrays = {}
+    for lname, lab in (labels or {}).items():
+        larr = as_dask(lab)
+        if larr.ndim == 2:
+            larr = larr[None]
+        if tuple(larr.shape) != tuple(shape):
+            raise ValueError(
+                f"labels[{lname!r}] has shape {tuple(larr.shape)}; expected the image's shape {tuple(shape)}"
+            )
+        if not (np.issubdtype(larr.dtype, np.integer) or larr.dtype == bool):
+            raise ValueError(f"labels[{lname!r}] has dtype {larr.dtype}; label images must be integers")
+        label_arrays[str(lname)] = larr
+    return label_arrays
+
+
+def _image_version(root) -> str:
+    found = multiscales(dict(root.attrs))
     if found is None:
         raise ValueError(f"{root.store} is not an OME-Zarr image (no multiscales metadata)")
     return "0.5" if found[1].startswith("0.5") else "0.4"

@@ -28,6 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _provenance, datasets
+from ._errors import UnknownNameError
+from ._report import write_report
+from .train import base_model_path
+
 __all__ = ["DEFAULT_DATASET", "NOTEBOOKS", "TourError", "TourResult", "find_notebooks", "resolve_dataset",
            "tour", "tour_parameters"]
 
@@ -128,11 +133,9 @@ def find_notebooks(folder=None) -> Path:
 
 
 def _tour_datasets() -> list[str]:
-    from .datasets import get_entry, list_datasets
-
     names = []
-    for name in list_datasets():
-        entry = get_entry(name)
+    for name in datasets.list_datasets():
+        entry = datasets.get_entry(name)
         spec = (entry.get("volumes") or {}).get(entry.get("default_volume") or "", {})
         if "mitochondria" in spec.get("labels", {}) and entry.get("voxel_size_nm"):
             names.append(name)
@@ -140,38 +143,26 @@ def _tour_datasets() -> list[str]:
 
 
 def _check_dataset_name(name):
-    from .datasets import get_entry
-
     if name == "synthetic":
         return
     try:
-        get_entry(name)
+        datasets.get_entry(name)
     except KeyError:
-        raise KeyError(f"no dataset named {name!r}; the tour runs on: {', '.join(_tour_datasets())}") from None
+        raise UnknownNameError(f"no dataset named {name!r}; the tour runs on: {', '.join(_tour_datasets())}") from None
     if name not in _tour_datasets():
         raise ValueError(f"dataset {name!r} has no mitochondria labels with a known voxel size, which every notebook "
                          f"of the tour scores against; the tour runs on: {', '.join(_tour_datasets())}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify_cached(name: str, files: list[dict]) -> Path:
     """Check a dataset's files in the cache without any download (``offline=True``)."""
-    from .datasets import ENV_VAR, cache_dir
-
-    folder = cache_dir(name)
+    folder = datasets.cache_dir(name)
     absent = [f["path"] for f in files if not (folder / f["path"]).is_file()]
     if absent:
         raise ConnectionError(f"offline, and the cache {folder} lacks {len(absent)} of its {len(files)} files, "
-                              f"e.g. {absent[0]}; ${ENV_VAR} names the cache")
+                              f"e.g. {absent[0]}; ${datasets.ENV_VAR} names the cache")
     for f in files:
-        if _sha256(folder / f["path"]) != f["sha256"]:
+        if _provenance.sha256_file(folder / f["path"]) != f["sha256"]:
             raise ValueError(f"dataset {name!r}: {folder / f['path']} does not match its SHA-256 in the manifest; "
                              "delete it and fetch the dataset again")
     return folder
@@ -215,27 +206,26 @@ def resolve_dataset(dataset: str | None = None, *, offline: bool = False, progre
     >>> resolve_dataset("no_such_data")
     Traceback (most recent call last):
     ...
-    KeyError: "no dataset named 'no_such_data'; the tour runs on: drosophila_vnc_sstem, ..."
+    vemkit._errors.UnknownNameError: no dataset named 'no_such_data'; the tour runs on: drosophila_vnc_sstem, ...
     """
-    from .datasets import ENV_VAR, _files_for, cache_dir, fetch, get_entry
-
     requested = dataset
     name = DEFAULT_DATASET if dataset is None else dataset
     _check_dataset_name(name)
     if name == "synthetic":
         return {"name": "synthetic", "requested": requested, "fallback": None, "files": []}
-    entry = get_entry(name)
+    entry = datasets.get_entry(name)
     volume = entry.get("default_volume") or next(iter(entry["volumes"]))
-    needed = set(_files_for(entry, entry["volumes"][volume]))
+    needed = set(datasets.files_for(entry, entry["volumes"][volume]))
     files = [f for f in entry["files"] if f["path"] in needed]
     try:
-        folder = _verify_cached(name, files) if offline else fetch(name, files=sorted(needed), progress=progress)
+        folder = _verify_cached(name, files) if offline else datasets.fetch(name, files=sorted(needed),
+                                                                              progress=progress)
     except ConnectionError as err:
         if requested is not None:
-            raise ConnectionError(f"dataset {name!r} is not available: {err}. Connect to the internet, set ${ENV_VAR} "
+            raise ConnectionError(f"dataset {name!r} is not available: {err}. Connect to the internet, set ${datasets.ENV_VAR} "
                                   "to a folder that holds it, or run the tour with --dataset synthetic") from err
         reason = (f"{name} could not be had ({err}). The tour runs on the synthetic phantom instead; for the real "
-                  f"data, connect to the internet or set ${ENV_VAR} to a folder holding {name}/")
+                  f"data, connect to the internet or set ${datasets.ENV_VAR} to a folder holding {name}/")
         print(f"NOTE: {reason}", file=sys.stderr, flush=True)
         return {"name": "synthetic", "requested": requested, "fallback": reason, "files": []}
     listing = "".join(f"{f['sha256']}  {f['path']}\n" for f in sorted(files, key=lambda f: f["path"]))
@@ -243,7 +233,7 @@ def resolve_dataset(dataset: str | None = None, *, offline: bool = False, progre
         "name": name, "requested": requested, "fallback": None, "volume": volume, "title": entry.get("title"),
         "modality": entry.get("modality"), "voxel_size_nm": entry.get("voxel_size_nm"),
         "licence": entry.get("licence"), "citation": entry.get("citation"), "source": entry.get("source"),
-        "folder": str(Path(folder).resolve()), "cache": str(cache_dir().resolve()), "verified": "every file's SHA-256 checked against the manifest before the run",
+        "folder": str(Path(folder).resolve()), "cache": str(datasets.cache_dir().resolve()), "verified": "every file's SHA-256 checked against the manifest before the run",
         "files": [{"path": f["path"], "sha256": f["sha256"], "size": f.get("size")} for f in files],
         "files_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }
@@ -279,7 +269,7 @@ def tour_parameters(stem: str, *, dataset: str, out: Path, device: str = "auto",
     ('/tmp/t/03/model_unet', '/tmp/t/01/image.ome.zarr:/labels/mitochondria', 256)
     """
     if stem not in NOTEBOOKS:
-        raise KeyError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
+        raise UnknownNameError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
     previous = previous or {}
     params = {"DATASET": dataset, **_SIZES[quick], "OUTPUT_DIR": str(Path(out) / stem)}
     params.update((_QUICK if quick else _FULL).get(stem, {}))
@@ -365,114 +355,23 @@ def _restore_kernelspec(executed: Path, source: Path):
         nbformat.write(nb, executed)
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for name in ("vemkit", "torch", "numpy", "scipy", "scikit-image", "scikit-learn", "dask", "distributed",
-                 "zarr", "ome-zarr", "tifffile", "pandas", "matplotlib", "papermill", "ipykernel", "pooch"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _machine() -> dict:
-    import platform
-
-    memory = None
-    with contextlib.suppress(AttributeError, ValueError, OSError):
-        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-            "memory_gib": memory, "hostname": platform.node()}
-
-
-def _load_average():
-    """The machine's 1, 5 and 15 minute load averages (None where the system does not say)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def _children_peak_rss():
-    """Peak resident memory of the largest finished child process (a notebook's kernel, or a process it
-    started), in GiB; None where the system does not say."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux, bytes on macOS
-    return round(kib / (2**30 if sys.platform == "darwin" else 2**20), 2)
-
-
-def _device(device: str) -> dict:
-    from ._device import resolve_device
-
-    dev = resolve_device(device)
-    import torch
-
-    info = {"requested": device, "resolved": str(dev), "torch": torch.__version__, "cuda": torch.version.cuda}
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev.index or 0)
-        info["name"] = props.name
-        info["memory_gib"] = round(props.total_memory / 2**30, 1)
-    elif dev.type == "cpu":
-        info["name"] = f"CPU ({os.cpu_count()} cores)"
-    else:
-        info["name"] = "Apple GPU (MPS)"
-    return info
-
-
-def _source() -> dict:
-    import subprocess
-
-    import vemkit
-
-    here = Path(vemkit.__file__).resolve().parent
-    info = {"package": str(here)}
-    try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(here.parent.parent), "status", "--porcelain", "--",
-                                    "helpers", "notebooks"], capture_output=True, text=True, timeout=10)
-            info["uncommitted_changes"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def _model_files(folder) -> list[dict]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return [{"path": str(p.relative_to(folder)), "sha256": _sha256(p), "size": p.stat().st_size}
-            for p in sorted(folder.rglob("*")) if p.is_file()]
-
-
 def _models(previous: dict) -> list[dict]:
     """The models the run used, with the SHA-256 of their files."""
-    from .train import base_model_path
-
     m03 = previous.get("03_transfer_learning") or {}
     models = []
     if m03.get("base_model"):
         base = m03["base_model"]
         with contextlib.suppress(ValueError):
             folder = Path(base) if Path(base).is_dir() else base_model_path(base)
-            models.append({"role": "base model fine-tuned in 03", "name": base, "files": _model_files(folder)})
+            models.append({"role": "base model fine-tuned in 03", "name": base,
+                           "files": _provenance.folder_files(folder)})
     if m03.get("model_dir"):
         models.append({"role": "fine-tuned in 03, run by 04", "name": m03["model_dir"],
-                       "files": _model_files(m03["model_dir"])})
+                       "files": _provenance.folder_files(m03["model_dir"])})
     return models
 
 
 def _write_record(record: dict, out: Path) -> Path:
-    from ._report import write_report
-
     (out / "tour.json").write_text(json.dumps(record, indent=1, default=str))
     return write_report(record, out / "report.html")
 
@@ -529,12 +428,11 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
     >>> res.report  # doctest: +SKIP
     PosixPath('/tmp/vemkit-tour/report.html')
     """
-    import nbformat
-    import papermill as pm
+    import papermill  # noqa: F401 - missing, it fails here, before anything is written
 
     if dataset is not None:
         _check_dataset_name(dataset)
-    device_info = _device(device)
+    device_info = _provenance.device_info(device)
     nb_dir = find_notebooks(notebooks)
     out = _prepare_out(out, overwrite)
     started = time.time()
@@ -548,7 +446,8 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         "vemkit_tour": 1, "status": "running", "quick": quick, "command": command,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
         "out": str(out), "notebooks_dir": str(nb_dir), "kernel_python": sys.executable, "dataset": data, "device": device_info,
-        "versions": _versions(), "machine": _machine(), "source": _source(), "steps": [], "models": [],
+        "versions": _provenance.package_versions(), "machine": _provenance.machine_info(),
+        "source": _provenance.source_info(), "steps": [], "models": [],
     }
     (out / "notebooks").mkdir(exist_ok=True)
     previous: dict = {}
@@ -557,39 +456,15 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         for i, stem in enumerate(NOTEBOOKS, 1):
             params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
                                      data_dir=data.get("cache"), previous=previous)
-            source, executed = nb_dir / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb"
-            step = {"notebook": stem, "title": TITLES[stem], "parameters": params, "output_dir": params["OUTPUT_DIR"],
-                    "executed": str(executed), "status": "running", "seconds": None, "metrics": None}
+            step, failure = _run_notebook(stem, params, nb_dir, out, kernel, progress)
             record["steps"].append(step)
-            say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} ...")
-            t0 = time.perf_counter()
-            try:
-                pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel,
-                                    progress_bar=progress, cwd=str(out))
-            except BaseException as err:  # noqa: BLE001 - recorded, reported, re-raised below
-                step["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                step["error"] = f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()[:2000]
-                failure = err
-            step["seconds"] = round(time.perf_counter() - t0, 1)
-            step["load_average"] = _load_average()  # over the step's last minutes: how busy the machine was
-            step["peak_rss_gib"] = _children_peak_rss()  # the largest kernel (or its worker) so far
-            _restore_kernelspec(executed, source)
-            metrics_path = Path(params["OUTPUT_DIR"]) / "metrics.json"
-            if failure is None:
-                step["status"] = "ok"
-                step["metrics"] = previous[stem] = json.loads(metrics_path.read_text())
-                say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} done in {step['seconds']:.0f} s")
-            else:
-                say(f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]} {step['status']} after {step['seconds']:.0f} s")
+            label = f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]}"
+            if failure is not None:
+                say(f"{label} {step['status']} after {step['seconds']:.0f} s")
                 break
-    for stem in NOTEBOOKS[len(record["steps"]):]:
-        record["steps"].append({"notebook": stem, "title": TITLES[stem], "status": "not run", "seconds": None,
-                                "metrics": None, "parameters": None, "executed": None})
-    record["models"] = _models(previous)
-    record["seconds"] = round(time.time() - started, 1)
-    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    record["status"] = "complete" if failure is None else "failed"
-    report = _write_record(record, out)
+            previous[stem] = step["metrics"]
+            say(f"{label} done in {step['seconds']:.0f} s")
+    report = _finish_record(record, out, previous, started, failure)
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise failure
@@ -598,3 +473,43 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
                         f"{bad['executed']}\npartial report: {report}") from failure
     say(f"tour complete in {record['seconds']:.0f} s: {report}")
     return TourResult(out=out, report=report, record=record)
+
+
+def _run_notebook(stem: str, params: dict, nb_dir: Path, out: Path, kernel: str, progress: bool):
+    """Execute one notebook of the tour; returns its step record and the exception that stopped it (or None)."""
+    import papermill as pm
+
+    source, executed = nb_dir / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb"
+    step = {"notebook": stem, "title": TITLES[stem], "parameters": params, "output_dir": params["OUTPUT_DIR"],
+            "executed": str(executed), "status": "running", "seconds": None, "metrics": None}
+    if progress:
+        print(f"[{NOTEBOOKS.index(stem) + 1}/{len(NOTEBOOKS)}] {TITLES[stem]} ...", flush=True)
+    failure = None
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel,
+                            progress_bar=progress, cwd=str(out))
+    except BaseException as err:  # noqa: BLE001 - recorded, reported, re-raised by tour()
+        step["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        step["error"] = f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()[:2000]
+        failure = err
+    step["seconds"] = round(time.perf_counter() - t0, 1)
+    step["load_average"] = _provenance.load_average()  # over the step's last minutes: how busy the machine was
+    step["peak_rss_gib"] = _provenance.children_peak_rss()  # the largest kernel (or its worker) so far
+    _restore_kernelspec(executed, source)
+    if failure is None:
+        step["status"] = "ok"
+        step["metrics"] = json.loads((Path(params["OUTPUT_DIR"]) / "metrics.json").read_text())
+    return step, failure
+
+
+def _finish_record(record: dict, out: Path, previous: dict, started: float, failure) -> Path:
+    """Mark the steps not run, add the models and times, and write ``tour.json`` and ``report.html``."""
+    for stem in NOTEBOOKS[len(record["steps"]):]:
+        record["steps"].append({"notebook": stem, "title": TITLES[stem], "status": "not run", "seconds": None,
+                                "metrics": None, "parameters": None, "executed": None})
+    record["models"] = _models(previous)
+    record["seconds"] = round(time.time() - started, 1)
+    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    record["status"] = "complete" if failure is None else "failed"
+    return _write_record(record, out)

@@ -1,0 +1,7 @@
+"""``python -m vemkit.cli``: the ``vemkit`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
