@@ -3,6 +3,7 @@ modules and functions over the size limits (issue 18's 'done when').
 
     python tools/layout_report.py            # the report; exit 1 when a rule is broken
     python tools/layout_report.py --sizes    # also every module over 600 lines / function over 100
+    python tools/layout_report.py --tree     # the package as a tree: lines and first docstring line per module
 
 Rules checked (the size limits are reported, not enforced: a closing note may justify one):
 - no import cycle between vemkit modules (module-level and function-level imports alike);
@@ -117,8 +118,23 @@ def cycles(edges, modules):
     return out
 
 
+def tree() -> str:
+    """The package as a list of modules (subpackages after the flat modules), one line each: its lines and the first line of its docstring."""
+    rows = []
+    for path in sorted(ROOT.rglob("*.py"), key=lambda p: (p.parent != ROOT, str(p.relative_to(ROOT)))):
+        rel = path.relative_to(ROOT)
+        src = path.read_text()
+        doc = (ast.get_docstring(ast.parse(src)) or "").strip().splitlines()
+        first = doc[0] if doc else ""
+        rows.append(f"{str(rel):<28} {len(src.splitlines()):>4}  {first}")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--tree" in argv:
+        print(tree())
+        return 0
     modules, edges, crossings, sizes, long_functions = scan()
     found = cycles(edges, modules)
     print(f"{len(modules)} modules, {sum(sizes.values())} lines")
