@@ -100,10 +100,8 @@ class PreviewMixin:
         device : str
             Passed to the model's ``predict_section`` and ``fit``.
 
-        Returns
-        -------
-        bool
-            Whether a preview of the shown section was made now.
+        The widget's status line says whether a preview of the shown section was made (a classifier
+        attached before it was trained says so there, it does not raise).
         """
         self._predictor_source = predictor
         self._device = device
@@ -113,8 +111,8 @@ class PreviewMixin:
         self.has_predictor = self._predict is not None
         if self._predict is None:
             self.status = "predictor detached"
-            return False
-        return self._preview_now()
+            return
+        self._preview_now()
 
     def retrain(self, **fit_kwargs):
         """Train the attached model again on the store (every stroke so far), then refresh the preview.
@@ -124,11 +122,6 @@ class PreviewMixin:
         **fit_kwargs
             Passed to the model's ``fit(image, annotations, ...)`` (``device`` defaults to the one given
             to :meth:`set_predictor`).
-
-        Returns
-        -------
-        object
-            The model.
         """
         if self._model is None or not hasattr(self._model, "fit"):
             raise ValueError("retrain needs a model attached with set_predictor(classifier) (one with fit); "
@@ -146,7 +139,6 @@ class PreviewMixin:
         seconds = time.perf_counter() - t0
         self._preview_now()
         self.status = f"retrained in {seconds:.1f} s; " + self.status
-        return self._model
 
     def _forget_predictions(self):
         """Drop the overlays the predictor made (a new or retrained model made them stale)."""
@@ -165,10 +157,9 @@ class PreviewMixin:
 
     def _preview_now(self):
         try:
-            return self.refresh_preview()
+            self.refresh_preview()
         except Exception as err:  # e.g. a classifier attached before it was trained
             self.status = f"⚠ predictor failed: {type(err).__name__}: {err}"
-            return False
 
     # -------------------------------------------------------------------------------- overlay
     def set_overlay(self, z, array, *, plane="xy"):
