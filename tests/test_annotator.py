@@ -500,3 +500,32 @@ def test_example_strokes_only_on_request_and_undoable(tmp_path):
         Annotator(vol, tmp_path / "d.zarr", example_strokes=examples[:2])
     with pytest.raises(ValueError, match="annotation values"):
         Annotator(vol, tmp_path / "e.zarr", classes=CLASSES, example_strokes=examples * 3)
+
+
+def test_paint_examples_only_when_nobody_watches(tmp_path, monkeypatch):
+    import types
+
+    from vemkit import _progress
+
+    vol = _volume((3, 16, 20))
+    examples = np.zeros(vol.shape, np.uint8)
+    examples[0, 2:4, 2:10] = 2
+    # a person in JupyterLab (the front end sends allow_stdin=True): an empty canvas and the button
+    monkeypatch.setattr(_progress, "_kernel", lambda: types.SimpleNamespace(_allow_stdin=True))
+    w = Annotator(vol, tmp_path / "a.zarr", example_strokes=examples, paint_examples="headless")
+    assert not w.annotations.to_numpy().any() and w.has_examples
+    # papermill / the tour (nbclient: allow_stdin=False): painted, so training has strokes
+    monkeypatch.setattr(_progress, "_kernel", lambda: types.SimpleNamespace(_allow_stdin=False))
+    w = Annotator(vol, tmp_path / "b.zarr", example_strokes=examples, paint_examples="headless")
+    assert (w.annotations.to_numpy() == examples).all()
+    # ... but never over a store that already holds someone's annotations
+    own = Annotator(vol, tmp_path / "c.zarr")
+    own.paint([(10, 10)], 2, radius=1, z=2)
+    w = Annotator(vol, own.annotations, example_strokes=examples, paint_examples="headless")
+    assert not w.annotations.section(0).any()
+    assert (Annotator(vol, tmp_path / "d.zarr", example_strokes=examples, paint_examples=True)
+            .annotations.to_numpy() == examples).all()  # fmt: skip
+    with pytest.raises(ValueError, match="paint_examples"):
+        Annotator(vol, tmp_path / "e.zarr", example_strokes=examples, paint_examples="yes")
+    with pytest.raises(ValueError, match="needs example_strokes"):
+        Annotator(vol, tmp_path / "f.zarr", paint_examples=True)

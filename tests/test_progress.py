@@ -130,3 +130,15 @@ def test_papermill_like_run_in_a_real_kernel(tmp_path):
     outputs = nb.cells[0].outputs
     assert [o.get("output_type") for o in outputs] == ["stream"], outputs
     assert outputs[0]["name"] == "stdout" and outputs[0]["text"].startswith("measure objects: 3 objects done in ")
+
+
+def test_headless_and_the_live_training_plot(monkeypatch):
+    from vemkit.train import _LivePlot
+
+    monkeypatch.setattr(_progress, "_kernel", lambda: None)
+    assert _progress.headless() and not _LivePlot().active  # a script: no live plot
+    _fake_kernel(monkeypatch, allow_stdin=False)
+    assert _progress.headless() and not _LivePlot().active  # papermill: only the final figure is stored
+    _fake_kernel(monkeypatch, allow_stdin=True)
+    monkeypatch.setenv("VEMKIT_PROGRESS", "lines")  # quiet bars do not make a watched notebook headless
+    assert not _progress.headless() and _LivePlot().active

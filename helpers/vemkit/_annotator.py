@@ -64,7 +64,12 @@ class Annotator(PreviewMixin, anywidget.AnyWidget):
     example_strokes : array of shape (Z, Y, X), optional
         Annotation values (0 unlabelled, 1 background, 2.. classes, e.g. from
         :func:`~vemkit.annotate.scribbles_from_masks`) offered by a "Load example strokes" button
-        (:meth:`load_example_strokes`); nothing is painted until it is pressed.
+        (:meth:`load_example_strokes`); nothing is painted until it is pressed (see ``paint_examples``).
+    paint_examples : bool or "headless"
+        Paint the example strokes at once: ``True`` always, ``"headless"`` only when nobody watches the
+        run live (papermill, nbconvert, ``vemkit tour``, a script) and the store holds no annotation
+        yet, so that a notebook run headless still has strokes to train on while a person starts
+        with an empty canvas. Default ``False``: only the button.
     z : int, optional
         First xy section shown (default: the middle one).
     brush : int
@@ -166,6 +171,7 @@ class Annotator(PreviewMixin, anywidget.AnyWidget):
         live_preview: bool = True,
         preview_delay: float = 0.6,
         example_strokes=None,
+        paint_examples=False,
     ):
         image, voxel_size, _ = as_display_array(volume, "volume")
         self._image = image
@@ -222,6 +228,8 @@ class Annotator(PreviewMixin, anywidget.AnyWidget):
         )
         self.on_msg(self._on_custom_msg)
         self.observe(self._on_position, names=["index", "plane"])
+        if self._examples_wanted(paint_examples):
+            self.load_example_strokes()
         if predictor is not None and self.live_preview:
             self._run_preview()
 

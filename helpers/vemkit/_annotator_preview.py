@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ._annotator_render import PLANE_AXIS, check_index, deflate, plane_shape, prediction_rgba
+from ._progress import headless
 
 
 def as_predictor(predictor, volume, device="cpu"):
@@ -260,6 +261,16 @@ class PreviewMixin:
         if not arr.any():
             raise ValueError("example_strokes hold no stroke (all 0)")
         return arr
+
+    def _examples_wanted(self, paint_examples):
+        """Whether ``paint_examples`` asks to paint the example strokes now (see :class:`Annotator`)."""
+        if paint_examples not in (True, False, "headless"):
+            raise ValueError(f"paint_examples must be True, False or 'headless', got {paint_examples!r}")
+        if not paint_examples or self._examples is None:
+            if paint_examples and self._examples is None:
+                raise ValueError("paint_examples needs example_strokes=")
+            return False
+        return paint_examples is True or (headless() and not any(self.annotations.counts().values()))
 
     def load_example_strokes(self) -> int:
         """Paint the example strokes (``example_strokes=`` of the Annotator) into the store.

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-__all__ = ["progress_bar", "progress_mode"]
+__all__ = ["progress_bar", "progress_mode", "headless"]
 
 _MODES = ("bars", "lines", "off")
 #: Seconds between the intermediate lines of a long step in ``lines`` mode.
@@ -39,6 +39,19 @@ def _kernel():
     return getattr(ip, "kernel", None) if ip is not None else None
 
 
+def headless() -> bool:
+    """Whether nobody watches this run live: a notebook executed by nbclient (papermill, nbconvert,
+    ``vemkit tour``) or Python outside a kernel. ``$VEMKIT_PROGRESS`` does not change the answer.
+
+    Examples
+    --------
+    >>> headless()  # a doctest runs outside a kernel
+    True
+    """
+    kernel = _kernel()
+    return kernel is None or not getattr(kernel, "_allow_stdin", True)
+
+
 def progress_mode() -> str:
     """How progress shows now: ``"bars"`` (someone watches live), ``"lines"`` (a stored or piped run) or ``"off"``.
 
@@ -54,7 +67,7 @@ def progress_mode() -> str:
     if forced in _MODES:
         return forced
     kernel = _kernel()
-    if kernel is not None:
+    if kernel is not None:  # see headless()
         # a front end sends execute requests with allow_stdin=True; nbclient (papermill, nbconvert,
         # vemkit tour) sends allow_stdin=False: nobody sees a widget there, only the stored output
         return "bars" if getattr(kernel, "_allow_stdin", True) else "lines"

@@ -29,6 +29,7 @@ from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import EXTRA_TARGETS, extra_target_losses, masked_losses  # noqa: F401
 from ._patches import PatchSampler, load_region
+from ._progress import headless
 from ._sections import with_voxel_size
 from ._trainloop import TrainLoop, run_environment
 from ._trainplan import TrainingPlan, fingerprint, plan_training
@@ -474,16 +475,12 @@ def plot_history(history, *, title: str | None = None):
 
 
 class _LivePlot:
-    """Redraws :func:`plot_history` in place in a notebook (a no-op elsewhere)."""
+    """Redraws :func:`plot_history` in place in a notebook that someone watches live; a no-op elsewhere,
+    including headless notebook runs (papermill, the tour), which keep only the figure drawn at the end."""
 
     def __init__(self):
         self.handle = None
-        try:
-            from IPython import get_ipython
-
-            self.active = get_ipython() is not None and hasattr(get_ipython(), "kernel")
-        except ImportError:
-            self.active = False
+        self.active = not headless()
 
     def update(self, history):
         if not self.active:
