@@ -365,3 +365,167 @@ print(w.classes, w.labels_key)
     shown = np.load(tmp_path / "shown.npy")
     np.testing.assert_array_equal(shown, expected)
     assert shown[12, 20] == 2 and shown[30, 40] == 3
+
+
+# ------------------------------------------------------------------ attached classifier, examples
+
+
+class ToyClassifier:
+    """A model with the PixelClassifier interface: fit on the store, predict_section of a volume."""
+
+    def __init__(self):
+        self.fits, self.calls, self.threshold, self.forest = 0, [], None, None
+
+    def fit(self, image, annotations, *, device="cpu", progress=True):
+        self.fits += 1
+        labels = annotations.to_numpy() if hasattr(annotations, "to_numpy") else np.asarray(annotations)
+        image = np.asarray(image)
+        fg, bg = image[labels == 2], image[labels == 1]
+        self.threshold = (fg.mean() + bg.mean()) / 2 if fg.size and bg.size else 128.0
+        self.forest = object()  # a new fitted state, as PixelClassifier.fit makes
+        return self
+
+    def predict_section(self, image, z, device="cpu"):
+        if self.forest is None:
+            raise RuntimeError("fit the classifier first")
+        self.calls.append(z)
+        p = (np.asarray(image)[z] > self.threshold).astype(np.float32)
+        return np.stack([1 - p, p, np.zeros_like(p)])
+
+
+def _overlay(w):
+    rows, cols = w.section_shape
+    return np.frombuffer(zlib.decompress(w.overlay), np.uint8).reshape(rows, cols, 4)
+
+
+def test_attached_classifier_preview_follows_the_section(tmp_path):
+    vol = _volume((4, 16, 20))
+    w = Annotator(vol, tmp_path / "ann.zarr", classes=CLASSES, z=0)
+    assert not w.has_predictor and w.overlay_key == ""
+    clf = ToyClassifier()
+    w.set_predictor(clf)  # not trained yet: said, not raised
+    assert "fit the classifier first" in w.status and w.has_predictor
+    clf.fit(vol, np.zeros(vol.shape, np.uint8))
+    w.predictor = clf  # the same as set_predictor(clf)
+    assert clf.calls == [0] and w.overlay_key == "xy:0"
+    for z in (3, 1):  # painting elsewhere: the preview goes along
+        w.z = z
+        assert clf.calls[-1] == z and w.overlay_key == f"xy:{z}"
+        fg = vol[z] > clf.threshold
+        assert (_overlay(w)[fg, :3] == w.colors[1]).all()
+    w.predictor = None
+    assert not w.has_predictor and w.overlay_key == "" and w.status == "predictor detached"
+
+
+def test_retrain_refreshes_the_preview_and_forgets_stale_sections(tmp_path):
+    vol = _volume((4, 16, 20))
+    w = Annotator(vol, tmp_path / "ann.zarr", classes=CLASSES, z=0)
+    clf = ToyClassifier().fit(vol, np.zeros(vol.shape, np.uint8))
+    w.set_predictor(clf)
+    w.z = 2
+    w.paint([(1, 1), (1, 18)], "mitochondria", radius=1)  # after a stroke: a new preview, no retraining
+    assert clf.fits == 1 and clf.calls == [0, 2, 2]
+    before = _overlay(w).copy()
+    w.paint([(14, 1), (14, 18)], "background", radius=1)
+    w.retrain()
+    assert clf.fits == 2
+    assert clf.calls[-1] == 2 and "retrained in" in w.status
+    assert clf.threshold != 128.0 and not np.array_equal(_overlay(w), before)
+    w.z = 0  # its preview came from the old model: made again
+    assert clf.calls[-1] == 0
+    # trained again in a notebook cell, outside the widget: the next section change notices
+    clf.fit(vol, np.zeros(vol.shape, np.uint8))
+    w.z = 2
+    assert clf.calls[-1] == 2
+    w.z = 0
+    assert clf.calls[-1] == 0
+    with pytest.raises(ValueError, match="set_predictor"):
+        Annotator(vol, tmp_path / "b.zarr", predictor=lambda z: vol[z] > 128).retrain()
+
+
+def test_retrain_after_strokes(tmp_path):
+    vol = _volume((3, 16, 20))
+    w = Annotator(vol, tmp_path / "ann.zarr", classes=CLASSES, z=1)
+    clf = ToyClassifier().fit(vol, np.zeros(vol.shape, np.uint8))
+    w.set_predictor(clf, retrain_after_strokes=True)
+    w.paint([(2, 2)], 2, radius=1)
+    assert clf.fits == 2 and clf.calls[-1] == 1
+    w.z = 2  # a section change predicts, it does not retrain
+    assert clf.fits == 2 and clf.calls[-1] == 2
+
+
+def test_real_pixel_classifier_attached(tmp_path):
+    from vemkit.pixel_classifier import PixelClassifier
+
+    vol = _volume((3, 32, 32)).astype(np.float32)
+    vol[:, 8:24, 8:24] += 200
+    w = Annotator(vol, tmp_path / "ann.zarr", classes=["background", "mitochondria"], z=0)
+    w.paint([(16, 10), (16, 22)], "mitochondria", radius=2)
+    w.paint([(2, 2), (2, 30)], "background", radius=2)
+    clf = PixelClassifier(classes=["background", "mitochondria"], seed=0)
+    clf.fit(vol, w.annotations, progress=False)
+    w.set_predictor(clf)
+    w.z = 2
+    assert w.overlay_key == "xy:2"
+    w.retrain()
+    assert w.overlay_key == "xy:2" and "retrained" in w.status
+
+
+def test_example_strokes_only_on_request_and_undoable(tmp_path):
+    vol = _volume((4, 16, 20))
+    examples = np.zeros(vol.shape, np.uint8)
+    examples[1, 2:4, 2:10] = 2
+    examples[3, 10:12, 5:15] = 1
+    w = Annotator(vol, tmp_path / "ann.zarr", classes=CLASSES, z=1, example_strokes=examples)
+    assert w.has_examples
+    store = open_annotations(tmp_path / "ann.zarr")
+    assert not store.to_numpy().any()  # nothing pre-painted
+    w.paint([(3, 5)], "vesicle", radius=0.5)  # the learner's own stroke stays
+    own = open_annotations(tmp_path / "ann.zarr").to_numpy()
+    assert own[1, 3, 5] == 3
+    result = w.handle_message({"type": "examples"})
+    assert result["ok"] and result["changed"] == int(((examples > 0) & (own == 0)).sum())
+    on_disk = open_annotations(tmp_path / "ann.zarr").to_numpy()
+    assert on_disk[1, 3, 5] == 3 and on_disk[1, 2, 2] == 2 and (on_disk[3] == examples[3]).all()
+    assert _labels(w)[2, 2] == 2  # the shown section is sent to the front end
+    assert "sections [1, 3]" in w.status
+    assert w.load_example_strokes() == 0  # painted already
+    assert w.undo()  # one edit: one undo
+    on_disk = open_annotations(tmp_path / "ann.zarr").to_numpy()
+    np.testing.assert_array_equal(on_disk, own)
+    assert not Annotator(vol, tmp_path / "b.zarr").has_examples
+    with pytest.raises(ValueError, match="no example strokes"):
+        Annotator(vol, tmp_path / "c.zarr").load_example_strokes()
+    with pytest.raises(ValueError, match="shape"):
+        Annotator(vol, tmp_path / "d.zarr", example_strokes=examples[:2])
+    with pytest.raises(ValueError, match="annotation values"):
+        Annotator(vol, tmp_path / "e.zarr", classes=CLASSES, example_strokes=examples * 3)
+
+
+def test_paint_examples_only_when_nobody_watches(tmp_path, monkeypatch):
+    import types
+
+    from vemkit import _progress
+
+    vol = _volume((3, 16, 20))
+    examples = np.zeros(vol.shape, np.uint8)
+    examples[0, 2:4, 2:10] = 2
+    # a person in JupyterLab (the front end sends allow_stdin=True): an empty canvas and the button
+    monkeypatch.setattr(_progress, "_kernel", lambda: types.SimpleNamespace(_allow_stdin=True))
+    w = Annotator(vol, tmp_path / "a.zarr", example_strokes=examples, paint_examples="headless")
+    assert not w.annotations.to_numpy().any() and w.has_examples
+    # papermill / the tour (nbclient: allow_stdin=False): painted, so training has strokes
+    monkeypatch.setattr(_progress, "_kernel", lambda: types.SimpleNamespace(_allow_stdin=False))
+    w = Annotator(vol, tmp_path / "b.zarr", example_strokes=examples, paint_examples="headless")
+    assert (w.annotations.to_numpy() == examples).all()
+    # ... but never over a store that already holds someone's annotations
+    own = Annotator(vol, tmp_path / "c.zarr")
+    own.paint([(10, 10)], 2, radius=1, z=2)
+    w = Annotator(vol, own.annotations, example_strokes=examples, paint_examples="headless")
+    assert not w.annotations.section(0).any()
+    assert (Annotator(vol, tmp_path / "d.zarr", example_strokes=examples, paint_examples=True)
+            .annotations.to_numpy() == examples).all()  # fmt: skip
+    with pytest.raises(ValueError, match="paint_examples"):
+        Annotator(vol, tmp_path / "e.zarr", example_strokes=examples, paint_examples="yes")
+    with pytest.raises(ValueError, match="needs example_strokes"):
+        Annotator(vol, tmp_path / "f.zarr", paint_examples=True)

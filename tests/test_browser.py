@@ -354,3 +354,141 @@ def test_paint_in_jupyterlab_and_reload(chromium, jupyterlab_server, tmp_path):
         finally:
             browser.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+# ------------------------------------------- an interactive run: nothing pre-painted, preview follows
+
+
+def _write_classifier_notebook(root: Path):
+    """Three sections, each with a bright disc further right; an Annotator with example strokes on
+    section 2 (offered, not painted); later cells train a real PixelClassifier, attach it, retrain."""
+    cells = [
+        nbformat.v4.new_code_cell(
+            "import numpy as np\n"
+            "from vemkit.annotate import Annotator\n"
+            "from vemkit.pixel_classifier import PixelClassifier\n"
+            "rng = np.random.default_rng(0)\n"
+            "yy, xx = np.mgrid[0:256, 0:256]\n"
+            "vol = np.stack([np.where((yy - 128) ** 2 + (xx - 60 - 70 * z) ** 2 < 30 ** 2, 200, 50)\n"
+            "                + rng.integers(0, 20, (256, 256)) for z in range(3)]).astype(np.uint8)\n"
+            "examples = np.zeros(vol.shape, np.uint8)\n"
+            "examples[2, 240:244, 20:120] = 1\n"
+            "clf = PixelClassifier(classes=['background', 'mitochondria'], seed=0)"
+        ),
+        nbformat.v4.new_code_cell(
+            f"ann = Annotator(vol, {str(root / 'ann.zarr')!r}, classes={CLASSES!r}, z=0, height=400,\n"
+            "                example_strokes=examples, preview_delay=0.2)\n"
+            "ann"
+        ),
+        nbformat.v4.new_code_cell("clf.fit(vol, ann.annotations, progress=False)\nann.set_predictor(clf)"),
+        nbformat.v4.new_code_cell("ann.retrain()"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "vemkit-test", "display_name": "vemkit test", "language": "python"}
+    nbformat.write(nb, root / "classifier_demo.ipynb")
+
+
+def _run_cell(page, index):
+    """Run cell ``index`` of the open notebook (as Shift+Enter on it would), without waiting for it."""
+    page.evaluate(
+        """(i) => { const app = window.jupyterapp; const panel = app.shell.currentWidget;
+            panel.content.activeCellIndex = i; app.commands.execute('notebook:run-cell'); }""",
+        index,
+    )
+
+
+def _open(page, base, name):
+    page.goto(f"{base}/lab/tree/{name}?token={TOKEN}", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=TIMEOUT_MS)  # fmt: skip
+    page.evaluate(
+        """async () => { const panel = window.jupyterapp.shell.currentWidget;
+            await panel.context.ready; await panel.sessionContext.ready; }"""
+    )
+
+
+def _status(page):
+    return page.locator(".vemkit-ann-status").inner_text()
+
+
+def test_interactive_run_attach_classifier_preview_follows_section(chromium, jupyterlab_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from vemkit.annotate import open_annotations
+
+    base, root = jupyterlab_server
+    _write_classifier_notebook(root)
+    errors = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "vemkit" in m.text else None)
+            _open(page, base, "classifier_demo.ipynb")
+            _run_cell(page, 0)
+            _run_cell(page, 1)
+            widget = page.locator('.vemkit-ann[data-ready="1"]')
+            widget.wait_for(timeout=TIMEOUT_MS)
+            widget.scroll_into_view_if_needed()
+            # an interactive run: nothing painted, no preview, the example strokes only offered
+            assert _labelled(page) == 0
+            assert widget.get_attribute("data-overlay") == "0"
+            button = widget.locator('[data-action="examples"]')
+            assert button.is_visible()
+            assert not widget.locator('[data-action="predict"]').is_visible()  # no predictor yet
+
+            # the learner paints section 0: mitochondria inside the disc, background around it
+            widget.locator('[data-class-value="2"]').click()
+            _stroke(page, (128, 45), (128, 75))
+            widget.locator('[data-class-value="1"]').click()
+            _stroke(page, (220, 20), (220, 240))
+            _stroke(page, (30, 20), (30, 240))
+            _wait_saved(page, 0)
+
+            # train in a notebook cell and attach the classifier to this widget: a preview of section 0
+            _run_cell(page, 2)
+            page.wait_for_selector('.vemkit-ann[data-overlay="1"][data-index="0"]', timeout=TIMEOUT_MS)
+            assert widget.locator('[data-action="predict"]').is_visible()
+            assert _is(_pixel(page, 105, 60), RED)  # the disc of section 0, away from the stroke
+            assert _is(_pixel(page, 128, 200), BLUE)
+
+            # two sections up: the preview follows, and shows that section's disc, further right
+            widget.focus()
+            page.keyboard.press("ArrowUp")
+            _wait_saved(page, 1)
+            page.keyboard.press("ArrowUp")
+            _wait_saved(page, 2)
+            page.wait_for_selector('.vemkit-ann[data-overlay="1"][data-index="2"]', timeout=TIMEOUT_MS)
+            assert _is(_pixel(page, 128, 200), RED)
+            assert _is(_pixel(page, 128, 60), BLUE)
+            assert "preview of z 2" in _status(page)
+
+            # "Load example strokes": painted as an ordinary edit, on disk at once, undone by Ctrl+Z
+            button.click()
+            page.wait_for_function("() => Number(document.querySelector('.vemkit-ann').dataset.labelled) > 0",
+                                   timeout=TIMEOUT_MS)  # fmt: skip
+            ann = open_annotations(root / "ann.zarr")
+            assert _labelled(page) == int((ann.section(2) > 0).sum()) == 4 * 100
+            assert _is(_pixel(page, 241, 60), BLUE)
+            widget.focus()
+            page.keyboard.press("Control+z")
+            page.wait_for_function("() => document.querySelector('.vemkit-ann').dataset.labelled === '0'",
+                                   timeout=TIMEOUT_MS)  # fmt: skip
+            assert not open_annotations(root / "ann.zarr").section(2).any()
+            button.click()
+            page.wait_for_function("() => Number(document.querySelector('.vemkit-ann').dataset.labelled) > 0",
+                                   timeout=TIMEOUT_MS)  # fmt: skip
+
+            # retrain on everything painted (own strokes and the examples): the preview is made again
+            _run_cell(page, 3)
+            page.wait_for_function("() => document.querySelector('.vemkit-ann-status').textContent.includes('retrained')",
+                                   timeout=TIMEOUT_MS)  # fmt: skip
+            page.wait_for_selector('.vemkit-ann[data-overlay="1"][data-index="2"]', timeout=TIMEOUT_MS)
+            assert _is(_pixel(page, 128, 200), RED)
+            ann = open_annotations(root / "ann.zarr")
+            assert ann.section(0)[128, 60] == 2 and ann.section(0)[220, 128] == 1 and ann.section(2)[241, 60] == 1
+            page.screenshot(path=str(tmp_path / "classifier.png"))
+        finally:
+            browser.close()
+    assert not errors, f"errors in the page: {errors}"

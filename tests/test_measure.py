@@ -467,3 +467,25 @@ def test_table_view():
         table_view(df, sort_by="nope")
     with pytest.raises(ValueError, match="max_rows"):
         table_view(df, max_rows=0)
+
+
+def test_plot_distributions_six_columns_read_at_notebook_width():
+    rng = np.random.default_rng(0)
+    columns = ["volume_um3", "sphericity", "elongation", "equivalent_diameter_nm", "n_sections",
+               "distance_to_membranes_nm"]
+    df = pd.DataFrame({c: rng.gamma(2.0, 10.0 ** k, 40) for k, c in enumerate(columns)})
+    fig = plot_distributions(df, columns)
+    assert len(fig.axes) == 6
+    assert tuple(fig.get_size_inches()) == pytest.approx((9.0, 5.0))  # 3 x 2 panels, a notebook's width
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    assert len({round(ax.get_position().y0, 3) for ax in fig.axes}) == 2
+    for ax in fig.axes:  # no tick label runs into its neighbour
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), ax.get_xlabel()
+    fig = plot_distributions(df, columns[:2], ncols=1)
+    assert len({round(ax.get_position().x0, 3) for ax in fig.axes}) == 1
+    with pytest.raises(ValueError, match="ncols"):
+        plot_distributions(df, columns, ncols=0)

@@ -462,3 +462,88 @@ def test_objects_3d_and_table_view_render_in_executed_notebook(tmp_path):
     html = view[0].data["text/html"]
     assert "<table" in html and "volume_um3" in html and "<script>" in html
     assert "2 rows" in view[0].data["text/plain"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# legends and colour bars
+
+
+def test_error_map_and_its_legend_in_orthoslices():
+    pred = np.zeros((4, 16, 16), np.uint8)
+    truth = np.zeros_like(pred)
+    pred[:, 2:8, 2:8] = 1
+    truth[:, 5:12, 5:12] = 1
+    errors = viz.error_map(pred, truth)
+    assert errors.dtype == np.uint8
+    assert errors[0, 3, 3] == 1 and errors[0, 6, 6] == 2 and errors[0, 10, 10] == 3 and errors[0, 14, 14] == 0
+    assert viz.error_map(pred[0], truth[0]).shape == (16, 16)
+    with pytest.raises(ValueError, match="shape"):
+        viz.error_map(pred, truth[:2])
+    fig = viz.orthoslices(_volume((4, 16, 16)), voxel_size=(8, 8, 8), overlay=errors, overlay_names=viz.ERROR_NAMES)
+    legend = [lg for lg in fig.legends if lg.get_gid() == "overlay_legend"]
+    assert len(legend) == 1
+    texts = [t.get_text() for t in legend[0].get_texts()]
+    assert texts == ["false positive", "hit", "missed"]
+    for handle, value in zip(legend[0].legend_handles, (1, 2, 3)):  # the colours the overlay draws
+        np.testing.assert_allclose(handle.get_facecolor()[:3], _label_colours([value])[0], atol=1e-6)
+    # in the free corner right of xz and below yz: it covers no panel
+    fig.canvas.draw()
+    box = legend[0].get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), ax.get_label()
+    assert fig._repr_png_().startswith(PNG_MAGIC)
+
+
+def test_overlay_names_checks():
+    with pytest.raises(ValueError, match="overlay_kind='labels'"):
+        viz.orthoslices(_volume(), overlay=np.zeros((8, 24, 32), np.float32), overlay_kind="probability",
+                        overlay_names={1: "x"})
+    with pytest.raises(ValueError, match="label ids"):
+        viz.orthoslices(_volume(), overlay=np.zeros((8, 24, 32), np.uint8), overlay_names={0: "background"})
+    with pytest.raises(ValueError, match="dict"):
+        viz.section_grid(_volume(), overlay=np.zeros((8, 24, 32), np.uint8), overlay_names=["a"])
+    fig = viz.section_grid(_volume(), n=2, overlay=np.ones((8, 24, 32), np.uint8), overlay_names={1: "mito"})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mito"]
+    assert not viz.orthoslices(_volume(), overlay_names={1: "x"}).legends  # no overlay, nothing to explain
+
+
+def test_probability_overlay_colorbar():
+    prob = np.linspace(0, 1, 8 * 24 * 32, dtype=np.float32).reshape(8, 24, 32)
+    fig = viz.orthoslices(_volume(), voxel_size=(8, 8, 8), overlay=prob, overlay_kind="probability", colorbar=True)
+    bar = _axes(fig)["colorbar"]
+    assert bar.get_xlim() == (0.0, 1.0)
+    assert "probability" in bar.get_xlabel()
+    fig.canvas.draw()
+    for plane in ("xy", "xz", "yz"):
+        assert not bar.get_window_extent().overlaps(_axes(fig)[plane].get_window_extent())
+    assert "colorbar" not in _axes(viz.orthoslices(_volume(), overlay=prob, overlay_kind="probability"))
+
+
+def test_channel_grid_per_panel_colormaps_ranges_and_colorbar():
+    section = np.random.default_rng(0).integers(0, 255, (16, 16)).astype(np.float32)
+    prob = np.full((16, 16), 0.25, np.float32)
+    fig = viz.channel_grid(np.stack([section, prob]), ["section", "P(mito)"], cmap=["gray", "magma"],
+                           contrast=[None, (0, 1)], colorbar=[False, True])
+    ax = _axes(fig)
+    assert list(ax) == ["section", "P(mito)", "colorbar"]
+    image = ax["P(mito)"].images[0]
+    assert image.get_cmap().name == "magma" and image.get_clim() == (0.0, 1.0)
+    assert ax["colorbar"].get_ylim() == (0.0, 1.0)
+    assert ax["section"].images[0].get_clim() == (section.min(), section.max())
+    assert viz.channel_grid(np.stack([prob, prob]), contrast=(0, 1)).axes[1].images[0].get_clim() == (0.0, 1.0)
+    with pytest.raises(ValueError, match="cmap has 1 entries for 2 maps"):
+        viz.channel_grid(np.stack([prob, prob]), cmap=["gray"])
+
+
+def test_objects_3d_writes_each_id_above_its_object():
+    labels = _two_boxes()
+    ax = viz.objects_3d(labels, [3, 7], voxel_size=(40, 8, 8)).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["3", "7"]
+    assert not viz.objects_3d(labels, [3, 7], voxel_size=(40, 8, 8), show_ids=False).axes[0].texts
+
+
+def test_hashed_label_colours_of_neighbouring_ids_differ():
+    # a golden-ratio hue walk gave ids 21, 34 and 55 (a Fibonacci number apart) almost the same red
+    colours = _label_colours([21, 34, 47, 55, 89])
+    distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)[np.triu_indices(5, 1)]
+    assert distances.min() > 0.15

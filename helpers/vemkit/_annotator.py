@@ -22,6 +22,7 @@ import numpy as np
 import traitlets as t
 
 from ._annotations import Annotations, open_annotations
+from ._annotator_preview import PreviewMixin
 from ._annotator_render import (
     PLANE_AXIS,
     check_index,
@@ -30,7 +31,6 @@ from ._annotator_render import (
     encode_image,
     plane_shape,
     png_bytes,
-    prediction_rgba,
 )
 from ._display import as_display_array, check_contrast, compute, contrast_limits
 
@@ -39,7 +39,7 @@ __all__ = ["Annotator"]
 _STATIC = Path(__file__).parent / "static"
 
 
-class Annotator(anywidget.AnyWidget):
+class Annotator(PreviewMixin, anywidget.AnyWidget):
     """Paint sparse annotations on a volume in a notebook; every stroke is on disk before the next.
 
     Parameters
@@ -53,12 +53,23 @@ class Annotator(anywidget.AnyWidget):
     classes : list of str, optional
         Class names, background first, for a store that is created here (default
         ``["background", "foreground"]``). For an open :class:`Annotations`, must equal its classes.
-    predictor : callable, optional
+    predictor : callable or classifier, optional
         ``predictor(z)`` returns the prediction of xy section ``z``: class probabilities of shape
         ``(C, Y, X)`` (background first; C = 1 is a foreground probability) or a semantic label map of
-        shape ``(Y, X)`` (0 = background, k = ``classes[k]``). It is called after strokes (debounced
-        by ``preview_delay`` seconds), on a new section when ``live_preview`` is on, and by the
-        "Refresh preview" button; its result is shown as a coloured overlay.
+        shape ``(Y, X)`` (0 = background, k = ``classes[k]``); or a trained model with
+        ``predict_section(image, z)`` (a :class:`~vemkit.pixel_classifier.PixelClassifier`). It is
+        called after strokes (debounced by ``preview_delay`` seconds), on a new section when
+        ``live_preview`` is on, and by the "Refresh preview" button; its result is shown as a coloured
+        overlay. Attach one later with :meth:`set_predictor`; :meth:`retrain` trains a model again.
+    example_strokes : array of shape (Z, Y, X), optional
+        Annotation values (0 unlabelled, 1 background, 2.. classes, e.g. from
+        :func:`~vemkit.annotate.scribbles_from_masks`) offered by a "Load example strokes" button
+        (:meth:`load_example_strokes`); nothing is painted until it is pressed (see ``paint_examples``).
+    paint_examples : bool or "headless"
+        Paint the example strokes at once: ``True`` always, ``"headless"`` only when nobody watches the
+        run live (papermill, nbconvert, ``vemkit tour``, a script) and the store holds no annotation
+        yet, so that a notebook run headless still has strokes to train on while a person starts
+        with an empty canvas. Default ``False``: only the button.
     z : int, optional
         First xy section shown (default: the middle one).
     brush : int
@@ -131,6 +142,7 @@ class Annotator(anywidget.AnyWidget):
     overlay_key = t.Unicode("").tag(sync=True)
     overlay_opacity = t.Float(0.5).tag(sync=True)
     has_predictor = t.Bool(False).tag(sync=True)
+    has_examples = t.Bool(False).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     # painting
     classes = t.List(t.Unicode()).tag(sync=True)
@@ -158,6 +170,8 @@ class Annotator(anywidget.AnyWidget):
         overlay_opacity: float = 0.5,
         live_preview: bool = True,
         preview_delay: float = 0.6,
+        example_strokes=None,
+        paint_examples=False,
     ):
         image, voxel_size, _ = as_display_array(volume, "volume")
         self._image = image
@@ -177,12 +191,10 @@ class Annotator(anywidget.AnyWidget):
             raise TypeError(f"annotations must be an Annotations store or a path, got {type(annotations).__name__}")
         if store.shape != vol_shape:
             raise ValueError(f"the annotations have shape {store.shape} but the volume has shape {vol_shape}")
-        if predictor is not None and not callable(predictor):
-            raise TypeError(f"predictor must be callable as predictor(z), got {type(predictor).__name__}")
         if preview_delay < 0:
             raise ValueError(f"preview_delay must be >= 0 seconds, got {preview_delay}")
         self.annotations = store
-        self.predictor = predictor
+        self._init_preview(predictor, volume, example_strokes)
         self.live_preview = bool(live_preview)
         self.preview_delay = float(preview_delay)
         self._contrast_mode = check_contrast(contrast)
@@ -211,10 +223,13 @@ class Annotator(anywidget.AnyWidget):
             label_opacity=float(label_opacity),
             overlay_opacity=float(overlay_opacity),
             has_predictor=predictor is not None,
+            has_examples=self._examples is not None,
             **state,
         )
         self.on_msg(self._on_custom_msg)
         self.observe(self._on_position, names=["index", "plane"])
+        if self._examples_wanted(paint_examples):
+            self.load_example_strokes()
         if predictor is not None and self.live_preview:
             self._run_preview()
 
@@ -318,6 +333,7 @@ class Annotator(anywidget.AnyWidget):
             for name, value in state.items():
                 if getattr(self, name) != value:
                     setattr(self, name, value)
+        self._check_model_version()
         if self.predictor is not None and self.live_preview and f"{plane}:{index}" not in self._overlays:
             self._schedule_preview()
 
@@ -341,7 +357,8 @@ class Annotator(anywidget.AnyWidget):
 
         ``{"type": "stroke", "id", "points": [[row, col], ...], "radius", "label", "erase", "plane",
         "index"}`` paints (or erases) and writes to the store at once; ``{"type": "undo"}``;
-        ``{"type": "predict"}`` refreshes the prediction overlay; ``{"type": "refresh"}``. Errors are
+        ``{"type": "predict"}`` refreshes the prediction overlay; ``{"type": "examples"}`` loads the
+        example strokes; ``{"type": "refresh"}``. Errors are
         reported to the front end (``status`` and an ``{"type": "error"}`` message), never raised.
 
         Returns
@@ -372,6 +389,8 @@ class Annotator(anywidget.AnyWidget):
         if kind == "refresh":
             self.refresh()
             return {}
+        if kind == "examples":
+            return {"changed": self.load_example_strokes()}
         raise ValueError(f"unknown message type {kind!r}")
 
     def _stroke(self, content):
@@ -418,7 +437,7 @@ class Annotator(anywidget.AnyWidget):
         name = "erased" if erase else self.annotations.classes[value - 1]
         self.status = f"{name}: {changed} pixels at {plane} {index} (saved)"
         if changed:
-            self._schedule_preview()
+            self._schedule_preview(edited=True)
         return {"changed": changed}
 
     def _read_labels(self, plane, index, rows, cols):
@@ -478,84 +497,8 @@ class Annotator(anywidget.AnyWidget):
         self._send_labels()
         self.status = "undone" if undone else "nothing to undo"
         if undone:
-            self._schedule_preview()
+            self._schedule_preview(edited=True)
         return undone
-
-    # -------------------------------------------------------------------------------- overlay
-    def set_overlay(self, z, array, *, plane="xy"):
-        """Show a prediction over section ``z`` (``plane`` index for xz/yz).
-
-        Parameters
-        ----------
-        z : int
-            The section the prediction belongs to.
-        array : ndarray of shape (C, Y, X) or (Y, X)
-            Class probabilities (background first; C = 1 or a float (Y, X) map is a foreground
-            probability) or a semantic label map (integers, 0 = background, k = ``classes[k]``).
-            ``None`` removes the overlay of that section.
-        """
-        if plane not in PLANE_AXIS:
-            raise ValueError(f"plane must be 'xy', 'xz' or 'yz', got {plane!r}")
-        axis = PLANE_AXIS[plane]
-        index = check_index(z, self.shape[axis], "zyx"[axis])
-        key = f"{plane}:{index}"
-        if array is None:
-            self._overlays.pop(key, None)
-        else:
-            self._overlays[key] = prediction_rgba(array, plane_shape(plane, self.annotations.shape),
-                                                   self.annotations.colors)  # fmt: skip
-        if key == self._key():
-            rgba = self._overlays.get(key)
-            with self.hold_sync():
-                self.overlay = deflate(rgba) if rgba is not None else b""
-                self.overlay_key = key if rgba is not None else ""
-
-    def refresh_preview(self) -> bool:
-        """Call the predictor on the shown xy section now and show its result; False without one."""
-        self._cancel_preview()
-        if self.predictor is None:
-            self.status = "no predictor: pass predictor= to Annotator, or push one with set_overlay(z, array)"
-            return False
-        if self.plane != "xy":
-            self.status = "the preview is computed for xy sections only"
-            return False
-        z = self.index
-        self.busy = True
-        try:
-            result = self.predictor(z)
-        finally:
-            self.busy = False
-        self.set_overlay(z, np.asarray(result))
-        self.status = f"preview of z {z} updated"
-        return True
-
-    def _run_preview(self):
-        self._preview_handle = None
-        try:
-            self.refresh_preview()
-        except Exception as err:  # a failing predictor must not break painting
-            self.status = f"⚠ predictor failed: {type(err).__name__}: {err}"
-
-    def _schedule_preview(self):
-        """Run the predictor after ``preview_delay`` s without strokes (at once outside an event loop)."""
-        if self.predictor is None or not self.live_preview:
-            return
-        self._cancel_preview()
-        import asyncio
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or self.preview_delay == 0:
-            self._run_preview()
-        else:
-            self._preview_handle = loop.call_later(self.preview_delay, self._run_preview)
-
-    def _cancel_preview(self):
-        if self._preview_handle is not None:
-            self._preview_handle.cancel()
-            self._preview_handle = None
 
     # ---------------------------------------------------------------------------- static output
     def snapshot(self) -> np.ndarray:

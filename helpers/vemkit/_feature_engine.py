@@ -31,6 +31,7 @@ from ._filters import (
     kernel_radius,
     round_up,
 )
+from ._progress import progress_bar
 from ._voxel import check_voxel_size
 
 __all__ = ["Engine", "axis_geometry", "feature_channels", "make_plan", "single_threaded_ops"]
@@ -340,11 +341,10 @@ class Engine:
 
     def run_2d(self, executor, progress):
         """Section by section, all bands of all scales in parallel."""
-        from tqdm.auto import tqdm
 
         Z = self.core[0]
         pz, py, px = self.plan["pad_lo"]
-        steps = tqdm(total=Z, desc="features (sections)", disable=not progress)
+        steps = progress_bar(total=Z, desc="features (sections)", unit="section", disable=not progress)
         for z in range(Z):
             # the padded section, transposed once for all scales: x is the row axis of each slab
             sec = self.xp[pz + z]
@@ -363,12 +363,11 @@ class Engine:
         steps.close()
 
     def run_3d(self, executor, progress):
-        from tqdm.auto import tqdm
 
         torch = self.torch
         Z = self.core[0]
         pz, py, px = self.plan["pad_lo"]
-        for sd in tqdm(self.scales, desc="features (scales)", disable=not progress):
+        for sd in progress_bar(self.scales, desc="features (scales)", unit="scale", disable=not progress):
             p = sd["p"]
             rz, ry, rx = p["radii"]
             oz, oy, ox = p["outer"]

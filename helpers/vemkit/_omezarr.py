@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._progress import progress_bar
+
 __all__ = [
     "default_chunks",
     "pyramid_factors",
@@ -185,7 +187,6 @@ def write_multiscale(
     by :mod:`vemkit.predict`); only the coarser levels are computed, from it.
     """
     import dask.array as da
-    from tqdm.auto import tqdm
 
     if data.ndim not in (3, 4):
         raise ValueError(f"OME-Zarr writing takes (z, y, x) or (c, z, y, x) data, got shape {data.shape}")
@@ -203,7 +204,7 @@ def write_multiscale(
         len(_slabs(shp, tuple(min(c, n) for c, n in zip(chunks, shp)), itemsize, memory_bytes))
         for shp in level_shapes[1 if base_written else 0:]
     )
-    bar = tqdm(total=total, desc=f"{name}: {len(level_shapes)} level(s)", unit="slab", disable=not progress)
+    bar = progress_bar(total=total, desc=f"{name}: {len(level_shapes)} level(s)", unit="slab", disable=not progress)
     zarr_format = 2 if version == "0.4" else 3
     paths, scales, translations, shapes = [], [], [], []
     scale = list(voxel_size)

@@ -21,6 +21,7 @@ from ._blockwise import block_grid, check_block, read_clipped
 from ._checks import check_nonnegative
 from ._inputs import as_volume_array
 from ._masks import check_connectivity, label_dtype, min_voxel_count
+from ._progress import progress_bar
 from ._voxel import check_voxel_size
 
 __all__ = ["blockwise_options", "check_out", "face_edges", "face_offsets", "global_ids", "global_lut", "label_blocks", "relabelled"]
@@ -117,7 +118,6 @@ def label_blocks(source, block, halo, label_fn, n_workers, path, progress):
     """
     import fastremap
     import zarr
-    from tqdm.auto import tqdm
 
     shape = tuple(int(s) for s in source.shape)
     regions, counts_grid = block_grid(shape, block)
@@ -136,8 +136,8 @@ def label_blocks(source, block, halo, label_fn, n_workers, path, progress):
         return idx, n, sizes[1:]
 
     results = {}
-    with ThreadPoolExecutor(n_workers) as pool, tqdm(total=len(regions), desc="label blocks",
-                                                     disable=not progress) as bar:
+    with ThreadPoolExecutor(n_workers) as pool, progress_bar(total=len(regions), desc="label blocks",
+                                                             unit="block", disable=not progress) as bar:
         for idx, n, sizes in pool.map(work, regions):
             results[idx] = (n, sizes)
             bar.update(1)
@@ -225,7 +225,6 @@ def face_edges(store, block, offsets, connectivity, stitch_overlap, n_workers, p
     (across the face, or an edge or corner, following ``connectivity``); with a fraction (watershed)
     only ids sharing that much of the smaller one's footprint on the face.
     """
-    from tqdm.auto import tqdm
 
     shape = tuple(int(s) for s in store.shape)
     regions, counts_grid = block_grid(shape, block)
@@ -255,8 +254,8 @@ def face_edges(store, block, offsets, connectivity, stitch_overlap, n_workers, p
         return _overlapping(pairs, lower, upper, stitch_overlap)
 
     edges = [np.zeros((0, 2), np.int64)]
-    with ThreadPoolExecutor(n_workers) as pool, tqdm(total=len(jobs), desc="stitch faces",
-                                                     disable=not progress) as bar:
+    with ThreadPoolExecutor(n_workers) as pool, progress_bar(total=len(jobs), desc="stitch faces",
+                                                             unit="face", disable=not progress) as bar:
         for e in pool.map(work, jobs):
             edges.append(e)
             bar.update(1)

@@ -17,6 +17,7 @@ import math
 import time
 
 from ._precision import training_precision
+from ._progress import progress_bar
 
 __all__ = ["TrainLoop", "optimizer_step", "run_environment"]
 
@@ -152,12 +153,11 @@ class TrainLoop:
         checkpoint : callable, optional
             ``checkpoint(step, seconds, history)`` at most every ``checkpoint_every`` seconds.
         """
-        from tqdm.auto import tqdm
 
         budget = minutes * 60 if minutes is not None else math.inf
         self.t0 = t0 = time.perf_counter() - elapsed
         last_ckpt = time.perf_counter()
-        bar = tqdm(total=iterations, initial=self.step, disable=not self.progress, desc=self.desc, unit="it")
+        bar = progress_bar(total=iterations, initial=self.step, disable=not self.progress, desc=self.desc, unit="it")
         self.train_mode()
         first = True
         while True:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import UnknownNameError
+from ._progress import progress_bar
 from ._readers import split_key
 from ._volume import Volume
 from .io import open_volume
@@ -115,7 +116,6 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
         A file is missing from the cache and could not be downloaded.
     """
     import pooch
-    from tqdm.auto import tqdm
 
     entry = get_entry(name, manifest_path)
     folder = cache_dir(name)
@@ -133,7 +133,7 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
     old_level = logger.level
     logger.setLevel("WARNING")
     try:
-        for f in tqdm(wanted, desc=f"fetch {name}", unit="file", disable=not progress):
+        for f in progress_bar(wanted, desc=f"fetch {name}", unit="file", disable=not progress):
             processor = pooch.Unzip(extract_dir=f["path"] + ".unzip") if f.get("unpack") == "zip" else None
             try:
                 store.fetch(f["path"], processor=processor, progressbar=False)

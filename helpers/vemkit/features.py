@@ -44,6 +44,7 @@ from ._device import resolve_device
 from ._feature_engine import Engine, axis_geometry, make_plan, single_threaded_ops
 from ._filters import OUTER_RATIO, kernel_radius
 from ._inputs import as_volume_array
+from ._progress import progress_bar
 from ._voxel import check_voxel_size
 
 __all__ = [
@@ -412,7 +413,6 @@ def compute_features_blockwise(volume, config=None, *, voxel_size=None, block=No
     True
     """
     import torch
-    from tqdm.auto import tqdm
 
     config = _check_config(config)
     source, voxel_size = _as_source(volume, voxel_size, name="volume")
@@ -440,7 +440,7 @@ def compute_features_blockwise(volume, config=None, *, voxel_size=None, block=No
         for z in starts[0] for y in starts[1] for x in starts[2]
     ]
     with torch.no_grad(), _workers(torch, dev) as ex:
-        for region in tqdm(regions, desc="features (blocks)", disable=not progress):
+        for region in progress_bar(regions, desc="features (blocks)", unit="block", disable=not progress):
             feats = _compute_block(torch, source, region, config, voxel_size, dev, ex)
             out[(slice(None), *region)] = _to_numpy(feats)
     return out

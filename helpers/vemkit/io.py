@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._omezarr import remove_tree, set_ome_attrs, write_multiscale
+from ._progress import progress_bar
 from ._readers import FORMATS_HELP, SUPPORTED_DTYPES, detect_format, read, split_key, to_zyx
 from ._readers_container import multiscales
 from ._volume import MissingVoxelSizeWarning, Volume, as_dask
@@ -372,7 +373,6 @@ def write_tiff(image, path, *, voxel_size=None, overwrite: bool = False, progres
     (30.0, 5.0, 5.0)
     """
     import tifffile
-    from tqdm.auto import tqdm
 
     volume = image if isinstance(image, Volume) else Volume.from_array(image)
     if voxel_size is not None:
@@ -394,7 +394,8 @@ def write_tiff(image, path, *, voxel_size=None, overwrite: bool = False, progres
             for ax, v in zip("ZYX", volume.voxel_size):
                 kwargs["metadata"][f"PhysicalSize{ax}"] = v
                 kwargs["metadata"][f"PhysicalSize{ax}Unit"] = "nm"
-    sections = (np.asarray(data[i].compute()) for i in tqdm(range(data.shape[0]), desc="TIFF", disable=not progress))
+    sections = (np.asarray(data[i].compute()) for i in progress_bar(range(data.shape[0]), desc="TIFF", unit="section",
+                                                                         disable=not progress))
     tmp = path.with_name(path.name + ".part")
     try:
         tifffile.imwrite(tmp, sections, shape=data.shape, dtype=data.dtype, **kwargs)

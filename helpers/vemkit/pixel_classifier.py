@@ -22,6 +22,7 @@ from ._annotations import Annotations
 from ._blockwise import map_with_halo, read_with_halo
 from ._intensity import sample_values
 from ._modeldir import FOREST_KIND, NotAModelDirectory, read_config
+from ._progress import progress_bar
 from ._volume import Volume
 from ._voxel import check_voxel_size
 from .features import FeatureConfig, auto_mode, compute_features
@@ -173,7 +174,6 @@ class PixelClassifier:
         -------
         self
         """
-        from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
         data = image.data if isinstance(image, Volume) else image
@@ -200,7 +200,7 @@ class PixelClassifier:
         zs = [z for z in range(data.shape[0]) if np.any(np.asarray(ann_array[z]))]
         if not zs:
             raise ValueError("the annotations are empty: paint some background and some of each class first")
-        for z in tqdm(zs, desc="features of annotated sections", disable=not progress):
+        for z in progress_bar(zs, desc="features of annotated sections", unit="section", disable=not progress):
             labels = np.asarray(ann_array[z])
             if labels.max() > n_values:
                 raise ValueError(

@@ -29,6 +29,7 @@ from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import EXTRA_TARGETS, extra_target_losses, masked_losses  # noqa: F401
 from ._patches import PatchSampler, load_region
+from ._progress import headless
 from ._sections import with_voxel_size
 from ._trainloop import TrainLoop, run_environment
 from ._trainplan import TrainingPlan, fingerprint, plan_training
@@ -419,17 +420,35 @@ def _save_checkpoint(path, net, opt, step, seconds, history, rng, gen):
 
 # ------------------------------------------------------------------------------------------- plots
 def plot_history(history, *, title: str | None = None):
-    """Loss (smoothed) and validation IoU against iterations, as a matplotlib Figure.
+    """Loss (smoothed) and, when there was validation data, validation IoU against iterations.
 
     Parameters
     ----------
     history : dict
         ``model.training["history"]`` (or the live one).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel (loss) without validation data, else two (loss, validation IoU): a panel with nothing
+        to show is left out, and the loss panel says in words that nothing was validated.
+
+    Examples
+    --------
+    >>> fig = plot_history({"iteration": [1, 2, 3], "loss": [1.0, 0.8, 0.7]})
+    >>> len(fig.axes)
+    1
+    >>> fig = plot_history({"iteration": [1, 2], "loss": [1.0, 0.8], "val_iteration": [2], "val_iou": [0.5]})
+    >>> len(fig.axes)
+    2
     """
     from .viz import figure
 
-    fig = figure((8, 3.2))
-    ax = fig.add_subplot(1, 2, 1)
+    validated = bool(history.get("val_iou"))
+    fig = figure((8, 3.2) if validated else (4.8, 3.2))
+    ax = fig.add_subplot(1, 2 if validated else 1, 1)
     it = np.asarray(history.get("iteration", []))
     loss = np.asarray(history.get("loss", []))
     if loss.size:
@@ -438,16 +457,17 @@ def plot_history(history, *, title: str | None = None):
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(it[k - 1 :], smooth, color="C0", lw=1.5, label=f"mean of {k}")
         ax.legend(frameon=False, fontsize=8)
-    ax.set_xlabel("iteration")
+    else:
+        ax.text(0.5, 0.5, "no training steps recorded yet", ha="center", va="center", transform=ax.transAxes,
+                color="0.5")
+    ax.set_xlabel("iteration" if validated else "iteration (no validation data: IoU not tracked)")
     ax.set_ylabel("loss (cross-entropy + Dice)")
-    ax2 = fig.add_subplot(1, 2, 2)
-    if history.get("val_iou"):
+    if validated:
+        ax2 = fig.add_subplot(1, 2, 2)
         ax2.plot(history["val_iteration"], history["val_iou"], "o-", color="C1")
         ax2.set_ylim(0, 1)
-    else:
-        ax2.text(0.5, 0.5, "no validation data", ha="center", va="center", transform=ax2.transAxes, color="0.5")
-    ax2.set_xlabel("iteration")
-    ax2.set_ylabel("validation IoU (foreground)")
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel("validation IoU (foreground)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -455,16 +475,12 @@ def plot_history(history, *, title: str | None = None):
 
 
 class _LivePlot:
-    """Redraws :func:`plot_history` in place in a notebook (a no-op elsewhere)."""
+    """Redraws :func:`plot_history` in place in a notebook that someone watches live; a no-op elsewhere,
+    including headless notebook runs (papermill, the tour), which keep only the figure drawn at the end."""
 
     def __init__(self):
         self.handle = None
-        try:
-            from IPython import get_ipython
-
-            self.active = get_ipython() is not None and hasattr(get_ipython(), "kernel")
-        except ImportError:
-            self.active = False
+        self.active = not headless()
 
     def update(self, history):
         if not self.active:

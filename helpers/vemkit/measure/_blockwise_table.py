@@ -14,6 +14,7 @@ import numpy as np
 
 from .._blockwise import block_grid, check_block, read_clipped
 from .._checks import check_nonnegative
+from .._progress import progress_bar
 from ._accumulate import block_stats, combine, contact_field, distance_field
 from ._shape import measure_object
 from ._table import DEFAULT_PROPERTIES, build_table, prepare, shape_of, worker_count
@@ -112,7 +113,6 @@ def regionprops_blockwise(labels_volume, image=None, *, voxel_size=None, propert
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
 
     labels, image, others, vs, properties = prepare(labels_volume, image, other_labels, voxel_size,
                                                     properties, lazy=True)
@@ -144,8 +144,8 @@ def regionprops_blockwise(labels_volume, image=None, *, voxel_size=None, propert
     shapes_wanted = shaped or skeleton
     parts, shapes, budget = [], {}, _PIECES_BUDGET_VOXELS
     with ThreadPoolExecutor(n_workers) as pool:
-        for result in tqdm(pool.map(work, regions.values()), total=len(regions), desc="measure blocks",
-                           disable=not progress):
+        for result in progress_bar(pool.map(work, regions.values()), total=len(regions), desc="measure blocks",
+                                   unit="block", disable=not progress):
             if result is None:
                 continue
             parts.append(result[0])

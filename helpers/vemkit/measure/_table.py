@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._inputs import as_volume_array
+from .._progress import progress_bar
 from .._voxel import check_voxel_size
 from ._accumulate import MAX, MIN, SUM, block_stats, contact_field, distance_field
 from ._shape import measure_object
@@ -100,7 +101,6 @@ def _object_rows(labels_src, labels, counts, lo, hi, vs, surface, skeleton, n_wo
     from the object's bounding box read from ``labels_src``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
 
     rows = [None] * len(labels)
     todo = []
@@ -124,8 +124,8 @@ def _object_rows(labels_src, labels, counts, lo, hi, vs, surface, skeleton, n_wo
         return measure_object(obj, vs, surface, skeleton)
 
     with ThreadPoolExecutor(n_workers) as pool:
-        for i, row in zip(todo, tqdm(pool.map(work, todo), total=len(todo), desc="measure objects",
-                                     disable=not progress or not todo)):
+        for i, row in zip(todo, progress_bar(pool.map(work, todo), total=len(todo), desc="measure objects",
+                                             unit="object", disable=not progress or not todo)):
             rows[i] = row
     return rows
 

@@ -62,7 +62,7 @@ def save_table(df, path, *, overwrite: bool = False) -> Path:
     return path
 
 
-def plot_distributions(df, columns, by=None, *, bins: int = 30):
+def plot_distributions(df, columns, by=None, *, bins: int = 30, ncols: int | None = None):
     """Histograms of measurement columns, or violins per group when ``by`` is given.
 
     Parameters
@@ -76,6 +76,9 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
         group (groups of fewer than two distinct values are drawn as points).
     bins : int
         Histogram bins.
+    ncols : int, optional
+        Panels per row (default: up to 3, so that a grid fits a notebook's width of about 9 inches
+        with readable ticks).
 
     Returns
     -------
@@ -108,8 +111,7 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
             raise ValueError(f"column {c!r} is not numeric (dtype {df[c].dtype})")
     if by is not None and by not in df.columns:
         raise ValueError(f"by={by!r} is not a column of the table")
-    fig = figure((3.6 * len(columns), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    fig, axes = _panel_grid(len(columns), ncols)
     for ax, column in zip(axes, columns):
         if by is None:
             values = df[column].to_numpy(dtype=float)
@@ -129,6 +131,26 @@ def plot_distributions(df, columns, by=None, *, bins: int = 30):
         ax.set_xlabel(str(by))
         ax.set_ylabel(column)
     return fig
+
+
+def _panel_grid(n, ncols):
+    """A figure of ``n`` panels of about 3 x 2.4 inches, ``ncols`` (default up to 3) per row, with
+    few, short tick labels (they never run into each other)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1):
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    ncols = min(int(ncols) if ncols else 3, n)
+    nrows = -(-n // ncols)
+    fig = figure((3.0 * ncols, 2.4 * nrows + 0.2), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.remove()
+    for ax in axes[:n]:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.tick_params(labelsize=8)
+    return fig, list(axes[:n])
 
 
 _SORT_SCRIPT = """<script>

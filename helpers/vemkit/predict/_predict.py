@@ -20,6 +20,7 @@ from .._device import resolve_device
 from .._inputs import as_volume_array
 from .._intensity import input_mapping
 from .._precision import resolve_amp
+from .._progress import progress_bar
 from .._voxel import check_voxel_size
 from ._execute import run_distributed, run_local
 from ._network import Network, probe_network, resolve_network
@@ -251,7 +252,6 @@ def _parameters(job: _Job, o: _Options) -> dict:
 
 def _compute(job: _Job, o: _Options, record: dict, root: Path, starts, done, client) -> tuple:
     """Run the blocks not in ``done``; returns (blocks run, output voxels computed)."""
-    from tqdm.auto import tqdm
 
     todo = [i for i in range(len(starts)) if i not in done]
     groups = [todo[i : i + job.batch_size] for i in range(0, len(todo), job.batch_size)]
@@ -263,8 +263,8 @@ def _compute(job: _Job, o: _Options, record: dict, root: Path, starts, done, cli
                         compile=bool(o.compile))
     block_voxels = [int(np.prod([min(b, n - a) for a, b, n in zip(st, job.block, job.shape)])) for st in starts]
     initial = sum(block_voxels[i] for i in done if i >= 0)
-    bar = tqdm(total=int(np.prod(job.shape)), initial=initial, unit="vox", unit_scale=True, disable=not o.progress,
-               desc=f"predict {len(todo)}/{len(starts)} blocks")
+    bar = progress_bar(total=int(np.prod(job.shape)), initial=initial, unit="vox", unit_scale=True,
+                       disable=not o.progress, desc=f"predict {len(todo)}/{len(starts)} blocks")
     log = RunLog(root)
     try:
         if client is not None:

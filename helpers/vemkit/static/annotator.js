@@ -97,10 +97,13 @@ function render({ model, el }) {
   brushInput.addEventListener("input", () => setModel("brush", Number(brushInput.value)));
   const undoButton = h("button", { type: "button", class: "vemkit-ann-btn", textContent: "Undo", title: "Undo the last edit (Ctrl+Z)", "data-action": "undo" });
   undoButton.addEventListener("click", () => undo());
+  const examplesButton = h("button", { type: "button", class: "vemkit-ann-btn", textContent: "Load example strokes", title: "Paint the example strokes this notebook offers (one edit: Undo removes them)", "data-action": "examples" });
+  examplesButton.addEventListener("click", () => model.send({ type: "examples" }));
   const row1 = h("div", { class: "vemkit-ann-row" }, [
     tools, classBox,
     h("label", { class: "vemkit-ann-group", title: "Brush radius in image pixels ([ and ])" }, ["size ", brushInput, brushText]),
     undoButton,
+    examplesButton,
   ]);
 
   const planeSelect = h("select", { class: "vemkit-ann-plane", title: "Plane" });
@@ -468,6 +471,7 @@ function render({ model, el }) {
     overlayAlpha.value = model.get("overlay_opacity");
     overlayGroup.style.display = model.get("has_predictor") || model.get("overlay_key") ? "" : "none";
     previewButton.style.display = model.get("has_predictor") ? "" : "none";
+    examplesButton.style.display = model.get("has_examples") ? "" : "none";
     previewButton.disabled = model.get("busy");
     previewButton.textContent = model.get("busy") ? "Computing…" : "Refresh preview";
     wrap.style.height = `${model.get("height")}px`;
@@ -671,7 +675,7 @@ function render({ model, el }) {
     syncControls();
     requestRedraw();
   });
-  for (const name of ["tool", "label", "brush", "plane", "index", "planes", "classes", "colors", "value_range", "has_predictor", "busy", "height", "label_opacity", "overlay_opacity"]) {
+  for (const name of ["tool", "label", "brush", "plane", "index", "planes", "classes", "colors", "value_range", "has_predictor", "has_examples", "busy", "height", "label_opacity", "overlay_opacity"]) {
     listen(`change:${name}`, () => {
       syncControls();
       requestRedraw();

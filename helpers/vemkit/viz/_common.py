@@ -70,16 +70,26 @@ def _label_colours(ids):
 
     ids = np.asarray(ids, dtype=np.int64)
     out = np.empty((ids.size, 3))
-    golden = 0.6180339887498949
     for i, k in enumerate(ids.tolist()):
         if 1 <= k <= len(LABEL_PALETTE):
             out[i] = to_rgb(LABEL_PALETTE[k - 1])
         else:
-            h = (k * golden) % 1.0
-            s = 0.55 + 0.45 * ((k * 0.7548776662466927) % 1.0)
-            v = 0.75 + 0.25 * ((k * 0.5698402909980532) % 1.0)
+            # an integer hash, not a golden-ratio hue walk: that walk gives ids a Fibonacci number apart
+            # (13, 21, 34 ...) nearly the same hue, and such ids are often neighbours
+            bits = _mix(k)
+            h = (bits & 0xFFFF) / 65536.0
+            s = 0.55 + 0.45 * ((bits >> 16) & 0xFF) / 255.0
+            v = 0.7 + 0.3 * ((bits >> 24) & 0xFF) / 255.0
             out[i] = hsv_to_rgb((h, s, v))
     return out
+
+
+def _mix(k):
+    """splitmix64's finaliser: 64 well-mixed bits of an integer, the same on every machine."""
+    z = (int(k) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
 
 
 def _labels_rgba(labels, alpha):
@@ -126,6 +136,48 @@ def _as_probability(prob):
 
 def _overlay_rgba(slice_, kind, alpha):
     return _labels_rgba(slice_, alpha) if kind == "labels" else _probability_rgba(slice_, alpha)
+
+
+def _check_overlay_names(names, overlay_kind):
+    """``{label id: name}`` of an overlay legend (None without one), checked."""
+    if names is None:
+        return None
+    if overlay_kind != "labels":
+        raise ValueError("overlay_names names label ids: it needs overlay_kind='labels' (a probability "
+                         "overlay gets a colour bar: colorbar=True)")
+    if not isinstance(names, dict) or not names:
+        raise ValueError(f"overlay_names must be a non-empty dict {{label id: name}}, got {names!r}")
+    bad = [k for k in names if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
+    if bad:
+        raise ValueError(f"overlay_names keys must be label ids (integers from 1), got {bad}")
+    return {int(k): str(v) for k, v in sorted(names.items())}
+
+
+def _add_overlay_legend(fig, names, alpha, anchor, loc="center"):
+    """A legend of overlay colours (as drawn, at opacity ``alpha`` over grey) and their names."""
+    from matplotlib.patches import Patch
+
+    colours = _label_colours(list(names))
+    handles = [Patch(facecolor=(*c, max(alpha, 0.6)), edgecolor=c, label=f"{name}") for c, name in
+               zip(colours, names.values())]  # fmt: skip
+    legend = fig.legend(handles=handles, loc=loc, bbox_to_anchor=anchor, fontsize=8, frameon=False,
+                        handlelength=1.4, borderaxespad=0.2, title="overlay", title_fontsize=8)
+    legend.set_gid("overlay_legend")
+    return legend
+
+
+def _add_probability_colorbar(fig, rect, alpha, label="probability"):
+    """A colour bar of the probability overlay (colour as drawn at probability p: opacity alpha * p)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cax = fig.add_axes(rect, label="colorbar")
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[_PROBABILITY_CMAP]), cax=cax,
+                       orientation="horizontal")  # fmt: skip
+    bar.set_label(f"{label} (opacity rises with it, up to {alpha:g})", fontsize=7)
+    cax.tick_params(labelsize=7)
+    return bar
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,17 @@ import math
 import numpy as np
 
 from .._display import as_display_array, check_contrast, compute, contrast_limits
-from ._common import _add_scale_bar, _check_overlay, _format_length, _heading, _overlay_rgba, _voxel_text, figure
+from ._common import (
+    _add_overlay_legend,
+    _add_scale_bar,
+    _check_overlay,
+    _check_overlay_names,
+    _format_length,
+    _heading,
+    _overlay_rgba,
+    _voxel_text,
+    figure,
+)
 
 
 def section_grid(
@@ -27,6 +37,7 @@ def section_grid(
     ncols=None,
     title=None,
     figsize=None,
+    overlay_names=None,
 ):
     """``n`` evenly spaced xy sections side by side, to spot drift, blank or missing sections.
 
@@ -56,6 +67,8 @@ def section_grid(
         Title above the grid (default: the source and voxel size).
     figsize : (float, float), optional
         Figure size in inches.
+    overlay_names : dict of {int: str}, optional
+        Names of label ids, shown as a colour legend right of the grid (see :func:`orthoslices`).
 
     Returns
     -------
@@ -73,6 +86,7 @@ def section_grid(
     if int(n) < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     contrast = check_contrast(contrast)
+    overlay_names = _check_overlay_names(overlay_names, overlay_kind)
     image, vs, source = as_display_array(volume, "volume", voxel_size=voxel_size)
     shape = tuple(int(s) for s in image.shape)
     ov = _check_overlay(overlay, shape, vs, overlay_kind)
@@ -101,6 +115,8 @@ def section_grid(
     heading = _heading(title, source)
     sub = f"{count} of {Z} sections · {_voxel_text(vs)} · display {vmin:.4g} to {vmax:.4g}"
     fig.suptitle(f"{heading}\n{sub}" if heading else sub, fontsize=9, y=1 - 0.08 / fig.get_figheight(), va="top")
+    if overlay_names is not None and ov is not None:
+        _add_overlay_legend(fig, overlay_names, overlay_alpha, (1.0, 0.5), loc="center left")
     return fig
 
 
@@ -130,8 +146,8 @@ def _title_section(ax, section, where):
     ax.set_title(f"{where} · {note}", fontsize=8, color="#d62728" if blank else "black", pad=3)
 
 
-def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title: str | None = None,
-                 panel_size: float = 2.4, contrast="auto"):
+def channel_grid(maps, names=None, *, ncols: int = 4, cmap="gray", title: str | None = None,
+                 panel_size: float = 2.4, contrast="auto", colorbar=False):
     """A grid of 2D maps of one section, e.g. the feature channels a pixel classifier sees.
 
     Parameters
@@ -142,12 +158,19 @@ def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title:
         Panel titles (default ``"channel i"``).
     ncols : int
         Panels per row.
-    contrast : "auto" or None
-        "auto": 1st-99th percentile of each map; None: min to max.
+    cmap : str or list of str
+        Colormap of every panel, or one per panel (e.g. ``["gray", "magma"]`` for a section and its
+        probability).
+    contrast : "auto", None, (float, float), or a list of these (one per panel)
+        "auto": 1st-99th percentile of each map; None: min to max; a pair: as given (e.g. ``(0, 1)``
+        for a probability).
+    colorbar : bool or list of bool
+        A colour bar beside every panel, or beside the panels where True.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The panels first in ``fig.axes``, then their colour bars (labelled ``"colorbar"``).
 
     Examples
     --------
@@ -155,6 +178,10 @@ def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title:
     >>> fig = channel_grid(np.random.rand(3, 16, 16), ["a", "b", "c"])
     >>> len(fig.axes)
     3
+    >>> fig = channel_grid(np.random.rand(2, 16, 16), ["section", "P(mito)"], cmap=["gray", "magma"],
+    ...                    contrast=[None, (0, 1)], colorbar=[False, True])
+    >>> [ax.get_label() for ax in fig.axes]
+    ['section', 'P(mito)', 'colorbar']
     """
     maps = np.asarray(maps)
     if maps.ndim == 2:
@@ -165,24 +192,53 @@ def channel_grid(maps, names=None, *, ncols: int = 4, cmap: str = "gray", title:
     names = list(names) if names is not None else [f"channel {i}" for i in range(n)]
     if len(names) != n:
         raise ValueError(f"{len(names)} names for {n} maps")
+    cmaps = _per_panel(cmap, n, "cmap")
+    pair = isinstance(contrast, (list, tuple)) and len(contrast) == 2 and all(
+        isinstance(v, (int, float, np.number)) for v in contrast)  # fmt: skip
+    contrasts = [tuple(contrast)] * n if pair else _per_panel(contrast, n, "contrast")
+    colorbars = _per_panel(colorbar, n, "colorbar")
     ncols = max(1, min(ncols, n))
     nrows = int(math.ceil(n / ncols))
     aspect = maps.shape[1] / max(maps.shape[2], 1)
-    fig = figure((panel_size * ncols, panel_size * aspect * nrows + (0.4 if title else 0.1)))
+    width = panel_size * ncols + (0.5 if any(colorbars) else 0.0)
+    fig = figure((width, panel_size * aspect * nrows + (0.4 if title else 0.1)))
+    bars = []
     for i in range(n):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        m = maps[i].astype(np.float32)
-        if contrast == "auto":
-            lo, hi = np.percentile(m, [1, 99])
-        else:
-            lo, hi = float(m.min()), float(m.max())
-        ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        ax = fig.add_subplot(nrows, ncols, i + 1, label=str(names[i]))
+        lo, hi = _map_limits(maps[i].astype(np.float32), contrasts[i])
+        im = ax.imshow(maps[i], cmap=cmaps[i], vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(names[i], fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+        if colorbars[i]:
+            bars.append((ax, im))
+    fig.tight_layout()
+    for ax, im in bars:  # after the layout, so that the panels keep their size
+        pos = ax.get_position()
+        cax = fig.add_axes((pos.x1 + 0.01, pos.y0, 0.12 / fig.get_figwidth(), pos.height), label="colorbar")
+        fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
+def _per_panel(value, n, name):
+    """``value`` for each of ``n`` panels: one value for all, or a list of ``n``."""
+    if isinstance(value, list):
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} entries for {n} maps")
+        return value
+    return [value] * n
+
+
+def _map_limits(m, contrast):
+    """Display range of one map: "auto" percentiles, None min-max, or a given pair."""
+    if isinstance(contrast, str):
+        if contrast != "auto":
+            raise ValueError(f"contrast must be 'auto', None or (low, high), got {contrast!r}")
+        lo, hi = np.percentile(m, [1, 99])
+    elif contrast is None:
+        lo, hi = float(m.min()), float(m.max())
+    else:
+        lo, hi = (float(v) for v in contrast)
+    return float(lo), float(hi if hi > lo else lo + 1)

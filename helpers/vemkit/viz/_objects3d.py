@@ -72,7 +72,8 @@ def objects_3d(
     elev, azim : float
         Viewing angles in degrees (see :meth:`mpl_toolkits.mplot3d.axes3d.Axes3D.view_init`).
     show_ids : bool
-        A legend of the ids and their colours.
+        A legend of the ids and their colours, and each id written above its object (touching
+        objects, such as the pieces of one mitochondrion that a watershed cut, stay countable).
     max_faces : int
         Triangles drawn at most, all objects together: larger meshes are computed on a coarser grid
         (``step_size`` of marching cubes), which keeps drawing fast.
@@ -121,6 +122,8 @@ def objects_3d(
     if show_ids:
         from matplotlib.patches import Patch
 
+        _label_objects(ax, meshes)
+
         handles = [Patch(color=c, label=str(i)) for i, c in zip(ids, colours)]
         ax.legend(handles=handles, title="id", fontsize=7, title_fontsize=7, loc="upper left",
                   ncols=max(1, math.ceil(len(ids) / 12)), frameon=False)
@@ -160,6 +163,14 @@ def _object_meshes(labels, boxes, draw_vs, budget):
         origin = np.array([(s.start - p) * v for s, p, v in zip(box, PAD, draw_vs)])
         meshes.append((i, verts + origin, faces))
     return meshes
+
+
+def _label_objects(ax, meshes):
+    """Each object's id just above its highest point, on a pale box so it reads on any surface."""
+    for i, verts, _ in meshes:
+        z, y, x = verts[np.argmax(verts[:, 0])]
+        ax.text(x, y, z, str(i), fontsize=7, ha="center", va="bottom", zorder=10, gid=f"id {i}",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.75, "linewidth": 0})
 
 
 def _physical_axes(ax, vertices, unit):

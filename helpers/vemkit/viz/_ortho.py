@@ -11,9 +11,12 @@ import numpy as np
 from .._display import as_display_array, check_contrast, compute, contrast_limits
 from ._common import (
     _PLANE_COLOURS,
+    _add_overlay_legend,
+    _add_probability_colorbar,
     _add_scale_bar,
     _check_index,
     _check_overlay,
+    _check_overlay_names,
     _heading,
     _overlay_rgba,
     _style_panel,
@@ -62,13 +65,28 @@ class _OrthoData:
                 self._cache[plane] = (i, img, ov)
         return {plane: self._cache[plane][1:] for plane in wanted}
 
-    def figure(self, z, y, x, *, contrast, overlay_alpha, cmap, title, figsize):
+    def figure(self, z, y, x, *, contrast, overlay_alpha, cmap, title, figsize, overlay_names=None,
+               colorbar=False):
         """The orthoslice figure through (z, y, x) and the contrast limits it used."""
         z, y, x = self.index(z, y, x)
         planes = self.planes(z, y, x)
         vmin, vmax = contrast_limits([p[0] for p in planes.values()], contrast)
         fig = _draw_orthoslices(self, planes, (z, y, x), vmin, vmax, overlay_alpha, cmap, title, figsize)
+        _overlay_key(fig, self, overlay_names, colorbar, overlay_alpha)
         return fig, (vmin, vmax)
+
+
+def _overlay_key(fig, data, names, colorbar, alpha):
+    """The overlay's legend (``names``) or colour bar in the free corner right of xz and below yz."""
+    if data.overlay is None or (names is None and not colorbar):
+        return
+    yz, xz = fig.axes[2].get_position(), fig.axes[1].get_position()
+    corner = (yz.x0, xz.y0, yz.width, xz.height)
+    if names is not None:
+        _add_overlay_legend(fig, names, alpha, corner)
+    elif data.overlay_kind == "probability":
+        height = min(0.12 / fig.get_figheight(), corner[3] / 3)
+        _add_probability_colorbar(fig, (corner[0], corner[1] + corner[3] / 2, corner[2], height), alpha)
 
 
 def _ortho_geometry(shape, voxel_size, figsize):
@@ -169,6 +187,8 @@ def orthoslices(
     cmap="gray",
     title=None,
     figsize=None,
+    overlay_names=None,
+    colorbar=False,
 ):
     """Three orthogonal slices through one point, drawn with their physical proportions.
 
@@ -206,6 +226,11 @@ def orthoslices(
         position, voxel size and display range.
     figsize : (float, float), optional
         Figure size in inches; by default about 8 inches wide, sized to the volume's proportions.
+    overlay_names : dict of {int: str}, optional
+        Names of label ids, shown as a colour legend beside the panels (e.g. :func:`error_map`'s
+        :data:`ERROR_NAMES`: ``{1: "false positive", 2: "hit", 3: "missed"}``).
+    colorbar : bool
+        Draw a colour bar of a probability overlay (``overlay_kind="probability"``).
 
     Returns
     -------
@@ -230,10 +255,10 @@ def orthoslices(
     >>> fig.savefig("ortho.png")  # doctest: +SKIP
     """
     contrast = check_contrast(contrast)
+    overlay_names = _check_overlay_names(overlay_names, overlay_kind)
     data = _OrthoData(volume, voxel_size, overlay, overlay_kind)
-    fig, _ = data.figure(
-        z, y, x, contrast=contrast, overlay_alpha=overlay_alpha, cmap=cmap, title=title, figsize=figsize
-    )
+    fig, _ = data.figure(z, y, x, contrast=contrast, overlay_alpha=overlay_alpha, cmap=cmap, title=title,
+                         figsize=figsize, overlay_names=overlay_names, colorbar=bool(colorbar))
     return fig
 
 
