@@ -21,7 +21,7 @@ from .._checks import check_grey_dtype, triple
 from .._device import resolve_device
 from .._inputs import as_volume_array
 from .._intensity import input_mapping
-from .._outputs import RUN_FILE, check_output, check_replaceable, written_by_vemkit
+from .._outputs import RUN_FILE, check_output, check_replaceable, expand, written_by_vemkit
 from .._precision import resolve_amp
 from .._voxel import check_voxel_size
 from ..io import open_volume, write_tiff
@@ -351,6 +351,7 @@ def _run_tiff(model, image, tif: Path, o: _Options, *, plan, client) -> Predicti
     its labels as a TIFF with the voxel size, then delete the OME-Zarr."""
     if o.probabilities or not o.labels:
         raise ValueError("a TIFF output holds labels only; write probabilities to an .ome.zarr output")
+    tif = expand(tif)
     work = tif.with_name(tif.name + PARTIAL_SUFFIX)
     inputs = [image, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     tif = check_output(tif, inputs, overwrite=o.overwrite, exists_ok=work.exists())
