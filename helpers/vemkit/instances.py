@@ -46,6 +46,7 @@ from ._masks import (
     min_voxel_count,
     require_voxel_size,
 )
+from ._outputs import check_output
 from ._peaks import distance_seeds
 from ._stitching import blockwise_options, face_edges, global_lut, label_blocks, relabelled
 from .io import write_labels, write_ome_zarr
@@ -526,6 +527,8 @@ def instances_blockwise(mask_or_volume, out=None, *, method: str = "cc", block=(
     >>> bool((labels > 0).sum() == mask.sum())
     True
     """
+    if out is not None:  # before any work: never where it reads, only vemkit's own outputs replaced
+        check_output(out, [mask_or_volume], overwrite=overwrite)
     source, opts = blockwise_options(mask_or_volume, out, method, block, halo, voxel_size, class_id, threshold,
                                       connectivity, min_size_nm3, min_distance_nm, h, stitch_overlap, n_workers,
                                       overwrite)

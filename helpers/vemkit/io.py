@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._omezarr import remove_tree, set_ome_attrs, write_multiscale
+from ._omezarr import set_ome_attrs, write_multiscale
+from ._outputs import TIFF_SOFTWARE, check_output, check_replaceable, mark_output, remove_output
 from ._progress import progress_bar
 from ._readers import FORMATS_HELP, SUPPORTED_DTYPES, detect_format, read, split_key, to_zyx
 from ._readers_container import multiscales
@@ -117,17 +118,6 @@ def open_volume(
     return vol
 
 
-def _check_target(path: Path, overwrite: bool, what: str):
-
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{what} {str(path)!r} already exists; vemkit never replaces your files unless asked: "
-                "pass overwrite=True (command line --overwrite) or choose another path"
-            )
-        remove_tree(path)
-
-
 def write_ome_zarr(
     image,
     path,
@@ -168,7 +158,9 @@ def write_ome_zarr(
     version : {"0.4", "0.5"}
         OME-Zarr version: 0.4 writes zarr v2, 0.5 writes zarr v3.
     overwrite : bool
-        Replace an existing ``path``; by default an existing path is an error, never overwritten.
+        Replace an existing ``path`` that vemkit wrote; by default an existing path is an error, never
+        overwritten. Never replaced: anything vemkit did not write, a folder holding other files, an
+        input (the output may not be, contain or lie inside what it is written from).
     memory_limit : str or int
         Bytes of source data held at once while writing (e.g. ``"256MB"``).
     progress : bool
@@ -206,11 +198,13 @@ def write_ome_zarr(
     if levels is not None and (not isinstance(levels, (int, np.integer)) or levels < 1):
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
     memory_bytes = dask.utils.parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
-    path = Path(path)
-    _check_target(path, overwrite, "output")
+    path = check_output(path, [image, *(labels or {}).values()], overwrite=overwrite)
+    if path.exists() or path.is_symlink():
+        remove_output(path)
     name = name or path.name.split(".")[0]
     zarr_format = 2 if version == "0.4" else 3
     root = zarr.open_group(str(path), mode="w-", zarr_format=zarr_format)
+    mark_output(root, "ome-zarr")
     ms, _ = write_multiscale(
         root, data, vs, name=name, version=version, chunks=chunks, levels=levels, kind=kind,
         memory_bytes=memory_bytes, progress=progress,
@@ -297,7 +291,7 @@ def write_labels(
     colors : dict of int to (r, g, b, a), optional
         Display colours (0-255) per label value.
     overwrite : bool
-        Replace a label image of the same name.
+        Replace a label image of the same name that vemkit wrote.
 
     Returns
     -------
@@ -307,7 +301,10 @@ def write_labels(
     import dask
     import zarr
 
-
+    if not name or "/" in str(name):
+        raise ValueError(f"label name must be a non-empty name without '/', got {name!r}")
+    target = check_output(Path(image_path) / "labels" / name, [labels], overwrite=overwrite, exists_ok=True,
+                          what="label image")
     root = zarr.open_group(str(image_path), mode="r+")
     version = _image_version(root)
     image = open_volume(image_path, warn_missing_voxel_size=False)
@@ -321,8 +318,6 @@ def write_labels(
     if not np.issubdtype(larr.dtype, np.integer):
         raise ValueError(f"labels {name!r} have dtype {larr.dtype}; label images must be integers")
     vs = check_voxel_size(voxel_size) if voxel_size is not None else image.require_voxel_size("writing labels")
-    if not name or "/" in name:
-        raise ValueError(f"label name must be a non-empty name without '/', got {name!r}")
     labels_group = root.require_group("labels")
     existing = list(labels_group.attrs.get("labels", []) if version == "0.4"
                     else labels_group.attrs.get("ome", {}).get("labels", []))
@@ -331,8 +326,10 @@ def write_labels(
             raise FileExistsError(
                 f"{image_path}:/labels/{name} already exists; pass overwrite=True to replace it"
             )
+        check_replaceable(target, "label image")
         del labels_group[name]
     group = labels_group.create_group(name)
+    mark_output(group, "labels")
     memory_bytes = dask.utils.parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
     ms, _ = write_multiscale(
         group, larr, vs, name=name, version=version, chunks=chunks, levels=levels, kind="labels",
@@ -362,7 +359,7 @@ def write_tiff(image, path, *, voxel_size=None, overwrite: bool = False, progres
     voxel_size : sequence of 3 float, optional
         Voxel size (z, y, x) in nm; stored as ImageJ spacing and resolution (in µm, as Fiji expects).
     overwrite : bool
-        Replace an existing file.
+        Replace an existing TIFF that vemkit wrote (its ``Software`` tag says ``vemkit``).
 
     Examples
     --------
@@ -377,19 +374,20 @@ def write_tiff(image, path, *, voxel_size=None, overwrite: bool = False, progres
     volume = image if isinstance(image, Volume) else Volume.from_array(image)
     if voxel_size is not None:
         volume = volume.with_voxel_size(voxel_size)
-    path = Path(path)
-    _check_target(path, overwrite, "output")
+    path = check_output(path, [image], overwrite=overwrite)
+    if path.is_dir():  # a folder vemkit wrote under this name (checked above): a TIFF replaces it
+        remove_output(path)
     data = volume.data
     if data.dtype == bool:
         data = data.astype(np.uint8)
-    kwargs = {"imagej": True, "metadata": {"axes": "ZYX"}}
+    kwargs = {"imagej": True, "metadata": {"axes": "ZYX"}, "software": TIFF_SOFTWARE}
     if volume.voxel_size is not None:
         z, y, x = (v / 1000 for v in volume.voxel_size)
         kwargs["resolution"] = (1 / x, 1 / y)
         kwargs["metadata"].update(spacing=z, unit="micron")
     if data.dtype not in (np.uint8, np.uint16, np.float32):
         # ImageJ TIFF takes only these dtypes: write an OME-TIFF, which keeps the voxel size too
-        kwargs = {"ome": True, "metadata": {"axes": "ZYX"}}
+        kwargs = {"ome": True, "metadata": {"axes": "ZYX"}, "software": TIFF_SOFTWARE}
         if volume.voxel_size is not None:
             for ax, v in zip("ZYX", volume.voxel_size):
                 kwargs["metadata"][f"PhysicalSize{ax}"] = v

@@ -22,6 +22,7 @@ from ._annotations import Annotations
 from ._blockwise import map_with_halo, read_with_halo
 from ._intensity import sample_values
 from ._modeldir import FOREST_KIND, NotAModelDirectory, read_config
+from ._outputs import check_output
 from ._progress import progress_bar
 from ._volume import Volume
 from ._voxel import check_voxel_size
@@ -316,7 +317,7 @@ class PixelClassifier:
         probabilities : bool
             Write class probabilities (C, Z, Y, X) as uint8 0-255 instead of labels.
         overwrite : bool
-            Replace an existing output.
+            Replace an existing output that vemkit wrote (never the image, nor a folder holding it).
 
         Returns
         -------
@@ -324,10 +325,10 @@ class PixelClassifier:
         """
         import dask
 
+        out = check_output(out, [image], overwrite=overwrite)  # before any work: never where it reads
         voxel_size = image.voxel_size if isinstance(image, Volume) and image.voxel_size else self.voxel_size
         proba = self.lazy_probabilities(image, block=block, device=device)
         result = proba if probabilities else proba.argmax(axis=0).astype(np.uint8)
-        out = Path(out)
         # blocks one after another; each block uses every core (torch features, forest n_jobs=-1)
         with dask.config.set(scheduler="synchronous"):
             if out.name.lower().endswith((".tif", ".tiff")):

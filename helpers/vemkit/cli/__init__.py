@@ -7,7 +7,8 @@ evaluate) and :mod:`._tour` (tour); :mod:`._options` holds the options they shar
 
 Errors: the Python API checks every value; :func:`main` reports its exceptions for bad input
 (:data:`USER_ERRORS`) as ``error: ...`` with exit status 2. Anything else (a ``KeyError`` or
-``TypeError`` from a bug) keeps its traceback.
+``TypeError`` from a bug) keeps its traceback. Ctrl-C prints what to do next
+(:func:`interrupted_message`, e.g. "run the same command again to resume") and exits with 130.
 Not for: logic of its own (that lives in the modules it calls).
 """
 
@@ -17,14 +18,48 @@ import argparse
 import sys
 
 from .. import __version__
+from .._modeldir import UNET_KIND, model_kind
 from . import _data, _inference, _tour, _training
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "interrupted_message"]
 
-#: Exceptions the API raises for bad input, files that are missing or in the way, or no network.
-#: (``vemkit._errors`` makes unknown names and levels ValueErrors too.)
+#: Exceptions the API raises for bad input, files that are missing or in the way, or no network;
+#: and the file system's own refusals (OSError: a read-only or full disk). (``vemkit._errors`` makes
+#: unknown names and levels ValueErrors too.)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, ConnectionError)
+               PermissionError, ConnectionError, OSError)
+#: The exit status after Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
+def _resumes(args) -> bool:
+    """Whether running the interrupted command again finishes it instead of starting over."""
+    if args.command == "predict":  # a U-Net prediction keeps a log of finished blocks
+        if getattr(args, "no_resume", False):
+            return False
+        try:
+            return model_kind(args.model) == UNET_KIND
+        except (ValueError, OSError):
+            return False
+    return args.command == "train" and getattr(args, "method", None) == "unet"  # from its last checkpoint
+
+
+def interrupted_message(args) -> str:
+    """What :func:`main` prints after Ctrl-C: how to go on with the command ``args`` describes.
+
+    Examples
+    --------
+    >>> interrupted_message(argparse.Namespace(command="convert", overwrite=False))
+    'interrupted - nothing was finished: run the same command again, with --overwrite if it says the output exists'
+    >>> interrupted_message(argparse.Namespace(command="info"))
+    'interrupted'
+    """
+    if _resumes(args):
+        return "interrupted - run the same command again to resume"
+    if getattr(args, "overwrite", None) is not None:
+        return ("interrupted - nothing was finished: run the same command again, with --overwrite if it says "
+                "the output exists")
+    return "interrupted"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +84,9 @@ def main(argv=None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_message(args)}", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

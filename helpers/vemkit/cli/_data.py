@@ -85,7 +85,8 @@ def run_fetch(args):
 def add_convert(sub):
     p = sub.add_parser("convert", help="convert a volume to multiscale OME-Zarr, block by block")
     p.add_argument("input")
-    p.add_argument("output", help="target, e.g. volume.ome.zarr")
+    p.add_argument("output", help="target, e.g. volume.ome.zarr (never the input, a folder holding it, or "
+                                  "with --overwrite anything vemkit did not write)")
     add_volume_args(p)
     p.add_argument("--chunks", type=triple_arg("--chunks"), metavar="Z,Y,X")
     p.add_argument("--levels", type=int, default=None, help="pyramid levels incl. full size")

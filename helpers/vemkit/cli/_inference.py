@@ -25,7 +25,10 @@ def add_predict(sub):
     p = sub.add_parser("predict", help="predict a whole volume with a model directory")
     p.add_argument("--model", required=True)
     p.add_argument("--image", required=True)
-    p.add_argument("--out", required=True, help="OUT.ome.zarr, or OUT.tif for labels")
+    p.add_argument("--out", required=True,
+                   help="OUT.ome.zarr: OME-Zarr (labels; with --probabilities the probabilities, the labels as "
+                        "its label group); OUT.tif/.tiff: the labels as a TIFF with the voxel size (a U-Net "
+                        "predicts into OUT.tif.partial.ome.zarr first, which a rerun resumes)")
     p.add_argument("--voxel-size", type=voxel_arg, metavar="Z,Y,X")
     p.add_argument("--probabilities", action="store_true",
                    help="write class probabilities (with the labels as its label group for networks)")

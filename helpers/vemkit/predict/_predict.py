@@ -8,8 +8,10 @@ are run (:mod:`._execute`). Not for: the geometry (:mod:`._planning`) or the net
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,11 @@ from .._checks import check_grey_dtype, triple
 from .._device import resolve_device
 from .._inputs import as_volume_array
 from .._intensity import input_mapping
+from .._outputs import RUN_FILE, check_output, check_replaceable, expand, written_by_vemkit
 from .._precision import resolve_amp
 from .._progress import progress_bar
 from .._voxel import check_voxel_size
+from ..io import open_volume, write_tiff
 from ._execute import run_distributed, run_local
 from ._network import Network, probe_network, resolve_network
 from ._planning import InferencePlan, check_layout, check_plan_volume, plan_blocks, settings_from_plan
@@ -31,6 +35,9 @@ from ._store import RunLog, create_output, finish_run, open_run
 __all__ = ["PredictionResult", "estimate", "predict_volume"]
 
 _PROB_DTYPES = ("uint8", "float16", "float32")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+#: Added to a TIFF output's name for the OME-Zarr predicted into first (the part that resumes).
+PARTIAL_SUFFIX = ".partial.ome.zarr"
 
 
 @dataclass
@@ -293,6 +300,9 @@ def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionRe
     still to do, finish the output."""
     t_start = time.perf_counter()
     _check_output_options(o)
+    # before any work: never where it reads (image, model directory), a writable folder
+    root = check_output(root, [image, *([model] if isinstance(model, (str, os.PathLike)) else [])],
+                        overwrite=o.overwrite, exists_ok=True)
     if plan is not None:
         o.block, o.halo, o.batch_size, o.device = settings_from_plan(
             plan, block=o.block, halo=o.halo, batch_size=o.batch_size, device=o.device, memory_limit=o.memory_limit)
@@ -311,9 +321,47 @@ def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionRe
         return _result(root, job, o, len(starts), len(starts), t_start, 0, plan_device, params)
     n_run, computed = _compute(job, o, record, root, starts, done, client)
     finish_run(root, record, job.voxel_size, o.version, o.probabilities, o.labels, o.pyramid, o.progress,
-               job.net.classes + job.net.extra_targets)
+               job.net.classes + job.net.extra_targets, n_blocks=len(starts))
     return _result(root, job, o, len(starts), len(starts) - n_run, t_start, computed,
                    plan_device if client is None else "dask", params)
+
+
+def _delete_marked(folder: Path) -> None:
+    """Delete a folder vemkit wrote, what marks it as vemkit's last (its zarr metadata and run record),
+    so that a kill never leaves unmarked leftovers."""
+    if not folder.is_dir() or not (written_by_vemkit(folder) or not any(folder.iterdir())):
+        return
+    last = {".zgroup", ".zattrs", "zarr.json", RUN_FILE}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name in last):
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    folder.rmdir()
+
+
+def _discard(work: Path) -> None:
+    """Delete the intermediate OME-Zarr of a TIFF output: first moved aside, so that a kill never
+    leaves a half-deleted store that looks resumable."""
+    trash = work.with_name(work.name + ".deleting")
+    if work.exists() and not trash.exists():
+        os.replace(work, trash)
+    _delete_marked(trash)
+
+
+def _run_tiff(model, image, tif: Path, o: _Options, *, plan, client) -> PredictionResult:
+    """Predict into an OME-Zarr next to the TIFF (``PARTIAL_SUFFIX``: the part a rerun resumes), write
+    its labels as a TIFF with the voxel size, then delete the OME-Zarr."""
+    if o.probabilities or not o.labels:
+        raise ValueError("a TIFF output holds labels only; write probabilities to an .ome.zarr output")
+    tif = expand(tif)
+    work = tif.with_name(tif.name + PARTIAL_SUFFIX)
+    inputs = [image, *([model] if isinstance(model, (str, os.PathLike)) else [])]
+    tif = check_output(tif, inputs, overwrite=o.overwrite, exists_ok=work.exists())
+    if work.exists() and tif.exists():  # an interrupted run of this output wrote it, or an older one
+        check_replaceable(tif)
+    _delete_marked(work.with_name(work.name + ".deleting"))  # left by a run killed while cleaning up
+    res = _run(model, image, work, replace(o, pyramid=False), plan=plan, client=client)
+    write_tiff(open_volume(res.labels, warn_missing_voxel_size=False), tif, overwrite=True, progress=o.progress)
+    _discard(work)
+    return replace(res, output=tif, labels=str(tif), probabilities=None)
 
 
 def predict_volume(model, image, output, *, block=None, halo=None, batch_size: int | None = None, device="auto",
@@ -335,6 +383,8 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
     output : str or Path
         The OME-Zarr to write. Labels only: the labels are the image. With ``probabilities``: the
         probabilities (c, z, y, x) are the image and the labels its label group ``segmentation``.
+        ``.tif``/``.tiff``: the labels as a TIFF with the voxel size, via ``<output>.partial.ome.zarr``
+        (what a rerun resumes; deleted once the TIFF is written). Never the image or model, nor in them.
     block : tuple of 3 int, optional
         Result block (z, y, x) per network call, a multiple of the network's divisor (default: the
         largest that fits the memory budget with the least halo overhead, see :func:`estimate`).
@@ -363,7 +413,7 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
         (a shared file system); each worker uses one GPU where there are GPUs.
     resume, overwrite : bool
         Finish an interrupted run on the same output with the same model and parameters; replace an
-        existing output.
+        existing output that vemkit wrote (never a folder holding other files).
     pyramid : bool
         Add coarser levels for viewing once all blocks are done.
     version : {"0.4", "0.5"}
@@ -394,7 +444,7 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
         block or halo that does not fit the network's divisor, a missing device, a keyword that
         contradicts ``plan``, or an output made by another run.
     FileExistsError
-        If ``output`` holds something else and ``overwrite`` is False.
+        If ``output`` holds something else and ``overwrite`` is False (or vemkit did not write it).
 
     Examples
     --------
@@ -411,4 +461,6 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                        probabilities=probabilities, prob_dtype=prob_dtype, amp=amp, intensity_range=intensity_range,
                        resume=resume, overwrite=overwrite, pyramid=pyramid, version=version, compile=compile,
                        memory_limit=memory_limit, prefetch=prefetch, progress=progress, ndim=ndim, n_classes=n_classes)
+    if str(output).lower().endswith(_TIFF_SUFFIXES):
+        return _run_tiff(model, image, Path(output), options, plan=plan, client=client)
     return _run(model, image, Path(output), options, plan=plan, client=client)

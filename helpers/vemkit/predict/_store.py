@@ -2,8 +2,10 @@
 
 :func:`open_run` decides between a fresh output, resuming an interrupted one (the same model and
 parameters) and refusing (someone else's files); :class:`RunLog` records each block once its data is
-written; :func:`finish_run` builds the pyramid and the OME metadata once every block is done. Not for:
-computing blocks (:mod:`._runner`).
+written; :func:`finish_run` builds the pyramid and the OME metadata once every block is done, and
+only then marks the run complete. Every step after the blocks can be redone: a run killed while
+building the pyramid rebuilds it when resumed. Not for: computing blocks (:mod:`._runner`), checking
+output paths against the inputs (:mod:`vemkit._outputs`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import json
 import threading
 from pathlib import Path
 
-from .._omezarr import remove_tree, set_ome_attrs, write_multiscale
+from .._omezarr import set_ome_attrs, write_multiscale
+from .._outputs import LOG_FILE, RUN_FILE, mark_output, remove_output
 
 __all__ = ["RUN_FILE", "LOG_FILE", "RunLog", "open_run", "create_output", "write_record", "finish_run"]
 
-#: The run record next to the output: parameters, status ("running" / "complete"), array paths.
-RUN_FILE = "vemkit_predict.json"
-#: The finished blocks, one index per line.
-LOG_FILE = "vemkit_predict.log"
+# RUN_FILE: the run record in the output (parameters, status "running" / "complete", array paths);
+# LOG_FILE: the finished blocks, one index per line (both names live in vemkit._outputs, which knows
+# them as vemkit's own files).
 
 
 class RunLog:
@@ -52,7 +54,7 @@ def _prepare_output(root: Path, params: dict, *, overwrite: bool, resume: bool):
     if not root.exists():
         return None
     if overwrite:
-        remove_tree(root)
+        remove_output(root)  # only an output vemkit wrote, holding nothing else
         return None
     run_path = root / RUN_FILE
     if not run_path.is_file():
@@ -82,6 +84,7 @@ def create_output(root: Path, shape, block, n_prob, prob_dtype, write_probs, wri
 
     zarr_format = 2 if version == "0.4" else 3
     group = zarr.open_group(str(root), mode="w-", zarr_format=zarr_format)
+    mark_output(group, "prediction")
 
     def create(g, name, shp, chunks, dtype, dims):
         kwargs = dict(name=name, shape=shp, chunks=chunks, dtype=dtype, fill_value=0, overwrite=False)
@@ -131,16 +134,34 @@ def write_record(root: Path, record: dict) -> None:
     (root / RUN_FILE).write_text(json.dumps(record, indent=1))
 
 
-def finish_run(root: Path, record: dict, voxel_size, version, write_probs, write_labels, pyramid, progress, classes):
+def finish_run(root: Path, record: dict, voxel_size, version, write_probs, write_labels, pyramid, progress, classes,
+               n_blocks: int):
     """Build the coarser levels from the finished full-resolution arrays, write the OME metadata and
-    mark the run complete."""
+    mark the run complete, once the log holds all ``n_blocks`` blocks.
+
+    Idempotent: coarser levels left by an interrupted call are rebuilt, the metadata rewritten.
+
+    Raises
+    ------
+    RuntimeError
+        When the log lacks blocks (the output stays incomplete, so the next run computes them).
+    """
     import dask.array as da
     import zarr
 
+    missing = sorted(set(range(n_blocks)) - RunLog(root).done())
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} of {n_blocks} blocks of {str(root)!r} are not in its log (first: {missing[:5]}); "
+            "the output is not complete: run the same prediction again to compute them"
+        )
     group = zarr.open_group(str(root), mode="r+")
     levels = None if pyramid else 1
 
     def finish(g, name, kind):
+        for level in range(1, 33):  # coarser levels left by an interrupted run are rebuilt
+            if str(level) in g:
+                del g[str(level)]
         data = da.from_zarr(g["0"])
         ms, _ = write_multiscale(g, data, voxel_size, name=name, version=version, chunks=g["0"].chunks[-3:],
                                  levels=levels, kind=kind, memory_bytes=256 * 2**20, progress=progress,
