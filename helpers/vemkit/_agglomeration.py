@@ -214,7 +214,7 @@ class Agglomerator:
     """
 
     def __init__(self, affs, offsets, *, method="mws", threshold=0.5, bias=0.0, seed_threshold=0.9,
-                 grow_steps=4, link_threshold=0.5, block=(64, 128, 128), work=None, progress=False):
+                 grow_steps=4, link_threshold=0.5, block=(64, 128, 128), halo=None, work=None, progress=False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.offsets = [tuple(int(v) for v in o) for o in offsets]
@@ -233,8 +233,12 @@ class Agglomerator:
         self.seed_t = int(round(float(seed_threshold) * 255))
         self.grow = int(grow_steps)
         self.link_t = int(round(float(link_threshold) * 255))
-        self.halo = tuple(max(a, self.grow) for a in offsets_halo(self.offsets))
+        need = tuple(max(a, self.grow) for a in offsets_halo(self.offsets))
+        self.halo = need if halo is None else tuple(int(h) for h in halo)
         check_offsets_within_halo(self.offsets, self.halo)
+        if any(h < self.grow for h in self.halo):
+            raise ValueError(f"the block halo {self.halo} is smaller than grow_steps={self.grow}: fragments would "
+                             "depend on the block grid; give a halo of at least grow_steps")
         self.nn = [self.offsets.index(o) for o in _NN]
         self.regions, self.counts = block_grid(self.shape, self.block)
         self.keys = list(self.regions)
@@ -501,6 +505,15 @@ class Agglomerator:
         keys, seg = self.lut("solve", self._solve)
         frag = self._fragments(region)
         self.array("segments")[region] = _apply_lut(frag, keys, seg)
+
+    def solve(self, method, threshold=0.5, bias=0.0):
+        """Segments (numpy, whole volume) for another method / threshold on the same fragments and graph
+        (after :meth:`run`): what a threshold sweep needs, without recomputing fragments."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.method, self.threshold, self.bias = method, float(threshold), float(bias)
+        keys, seg = self._solve()
+        return _apply_lut(self._fragments(tuple(slice(0, n) for n in self.shape)), keys, seg)
 
     def run(self, resume=True):
         """All stages; returns the segment array (numpy in memory, else the work folder's zarr)."""
