@@ -442,9 +442,9 @@ class Agglomerator:
             src = [slice(None)] * 3
             dst = [slice(None)] * 3
             for ax in range(3):  # inner voxels whose partner (voxel + offset) lies in what was read
-                first = max(starts[ax], -o[ax])
+                first = min(max(starts[ax], -o[ax]), stops[ax])  # empty when no partner was read
                 src[ax] = slice(first - starts[ax], stops[ax] - starts[ax])
-                dst[ax] = slice(first + o[ax], stops[ax] + o[ax])
+                dst[ax] = slice(max(first + o[ax], 0), max(stops[ax] + o[ax], 0))
             a = f_in[tuple(src)]
             b = frag[tuple(dst)]
             aff = _to_u8(self.affs[(c,) + tuple(slice(r.start + s.start, r.start + s.stop)

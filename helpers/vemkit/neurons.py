@@ -15,6 +15,8 @@ al. 2018), measured on FlyEM FIB-SEM in ``benchmarks/neurons.py`` and taught in 
   (watershed fragments + mean-affinity agglomeration at a threshold); blockwise with the same result
   for any block size; :func:`threshold_sweep` scores a range of thresholds against ground truth.
 - :func:`segment_neurons`: model + image -> instance labels (OME-Zarr, uint64), resumable.
+- :func:`score` (VOI split / merge, ARAND), :func:`error_voxels`, :func:`plot_affinities`,
+  :func:`plot_errors`, :func:`plot_sweep`: what went wrong, and where.
 
 Not for: organelles, or any segmentation whose objects are separated by background (use
 :mod:`vemkit.instances`); proofreading.
@@ -31,14 +33,16 @@ from ._affinities import (affinities, affinity_offsets, boundary_map, check_inst
 from ._affinity_training import AFFINITY_CLASSES, train_affinities as _train
 from ._agglomeration import METHODS, Agglomerator
 from ._inputs import as_volume_array
+from ._neuron_views import error_voxels, plot_affinities, plot_errors, plot_sweep
 from ._omezarr import remove_tree
 from .io import write_ome_zarr
 from .metrics import adapted_rand_error, variation_of_information
 from .models import SegmentationModel, load_model
 from .predict import predict_volume
 
-__all__ = ["METHODS", "affinities", "affinity_offsets", "agglomerate", "boundary_map", "check_instance_labels",
-           "is_affinity_model", "score", "segment_neurons", "threshold_sweep", "train_affinities"]
+__all__ = ["AFFINITY_CLASSES", "METHODS", "affinities", "affinity_offsets", "agglomerate", "boundary_map",
+           "check_instance_labels", "error_voxels", "is_affinity_model", "plot_affinities", "plot_errors", "plot_sweep",
+           "score", "segment_neurons", "threshold_sweep", "train_affinities"]
 
 #: Default thresholds: "mean" merges while the mean affinity is at least this; "mws" has no threshold
 #: (its ``bias`` shifts the repulsive weights: > 0 splits more).
@@ -171,14 +175,15 @@ class _Channels:
 
 
 def segment_neurons(model, image, out, *, method: str = "mws", threshold: float = DEFAULT_THRESHOLD,
-                    bias: float = 0.0, block=(64, 128, 128), device="auto", resume: bool = True,
+                    bias: float = 0.0, agglomeration_block=(64, 128, 128), device="auto", resume: bool = True,
                     overwrite: bool = False, keep_affinities: bool = False, progress: bool = True, **predict_kw) -> Path:
     """Predict affinities with an affinity model and agglomerate them into instance labels (OME-Zarr, uint64).
 
     Both steps are blockwise and resumable: the affinities (``OUT.work/affinities.ome.zarr``) and the
     agglomeration stages (``OUT.work/agglomeration``) keep logs of finished blocks; run again with the
     same arguments to finish an interrupted run. The work folder is removed at the end unless
-    ``keep_affinities``.
+    ``keep_affinities``. ``predict_kw`` go to :func:`vemkit.predict.predict_volume` (``block``,
+    ``halo``, ``batch_size``, ``tta``, ``amp``...); ``agglomeration_block`` is the agglomeration's block.
 
     Returns
     -------
@@ -202,7 +207,7 @@ def segment_neurons(model, image, out, *, method: str = "mws", threshold: float 
                          **predict_kw)
     probs = zarr.open_group(str(res.probabilities), mode="r")["0"]
     affs = _Channels(probs, len(AFFINITY_CLASSES))
-    seg = Agglomerator(affs, offsets, method=method, threshold=threshold, bias=bias, block=block,
+    seg = Agglomerator(affs, offsets, method=method, threshold=threshold, bias=bias, block=agglomeration_block,
                        work=work / "agglomeration", progress=progress).run(resume=resume)
     vs = as_volume_array(image, "image").voxel_size or model.voxel_size or (1.0, 1.0, 1.0)
     write_ome_zarr(da.from_zarr(seg).astype(np.uint64), out, voxel_size=vs, kind="labels", overwrite=overwrite,

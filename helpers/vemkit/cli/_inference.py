@@ -52,7 +52,8 @@ def run_predict(args):
     if kind == UNET_KIND and is_affinity_model(args.model):  # neurons: affinities -> instance labels
         out = segment_neurons(args.model, image, args.out, method=args.agglomeration, threshold=args.threshold,
                               device=args.device, resume=not args.no_resume, overwrite=args.overwrite,
-                              progress=not args.quiet, amp=amp_value(args.amp))
+                              progress=not args.quiet, amp=amp_value(args.amp), block=args.block, halo=args.halo,
+                              batch_size=args.batch_size, tta=args.tta)
         print(f"wrote neuron instance labels (uint64, {args.agglomeration}) of {image.shape} to {out}")
         return 0
     if kind == UNET_KIND:
