@@ -17,6 +17,8 @@ The package is organised by pipeline stage, one small module per concern:
   (resampling, histogram matching, AdaBN); :mod:`vemkit.adapt` adapts a model to a new microscope
   without target labels (Y-Net, DANN).
 - :mod:`vemkit.instances` turns masks and probabilities into instance labels, blockwise.
+- :mod:`vemkit.neurons` segments densely packed neurites: affinity targets, an affinity U-Net, and
+  mutex watershed / mean-affinity agglomeration, blockwise.
 - :mod:`vemkit.measure` measures every object in physical units.
 - :mod:`vemkit.metrics` scores segmentations against ground truth; :mod:`vemkit.quality` checks them
   without it.
@@ -50,6 +52,7 @@ _SUBMODULES = (
     "measure",
     "metrics",
     "models",
+    "neurons",
     "pixel_classifier",
     "predict",
     "quality",

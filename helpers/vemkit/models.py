@@ -310,6 +310,10 @@ class SegmentationModel:
         Names of output channels after the classes (e.g. ``["boundary", "distance"]``).
     training : dict
         The training record (data hashes, plan, losses, time).
+    target : dict, optional
+        What the extra outputs mean when they are more than extra maps, e.g.
+        ``{"kind": "affinities", "offsets": [[-1, 0, 0], ...]}`` for a neuron model
+        (:mod:`vemkit.neurons`): :mod:`vemkit.cli` predicts such a model into instance labels.
 
     Examples
     --------
@@ -326,6 +330,7 @@ class SegmentationModel:
     halo: tuple | None = None
     extra_targets: list = field(default_factory=list)
     training: dict = field(default_factory=dict)
+    target: dict | None = None
 
     def __post_init__(self):
         if len(self.classes) < 2:
@@ -399,6 +404,7 @@ class SegmentationModel:
             "halo": list(self.halo),
             "divisor": list(self.divisor),
             "output": "logits: classes (softmax; labels = argmax, 0 = background), then extra targets",
+            **({"target": dict(self.target)} if self.target else {}),
         }
 
     def fingerprint(self) -> str:
@@ -483,4 +489,5 @@ def load_model(model_dir, device="cpu") -> SegmentationModel:
         halo=tuple(cfg["halo"]) if cfg.get("halo") else None,
         extra_targets=cfg.get("extra_targets", []),
         training=training,
+        target=cfg.get("target"),
     )

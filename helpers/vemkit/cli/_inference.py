@@ -14,6 +14,7 @@ from ..instances import instances_blockwise
 from ..io import open_volume
 from ..measure import regionprops_blockwise, save_table
 from ..metrics import evaluate
+from ..neurons import METHODS, is_affinity_model, segment_neurons
 from ..pixel_classifier import load_pixel_classifier
 from ..predict import predict_volume
 from ._options import add_common, amp_value, triple_arg, voxel_arg
@@ -41,6 +42,9 @@ def add_predict(sub):
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask scheduler address (tcp://host:8786): spread blocks over its workers")
     p.add_argument("--no-resume", action="store_true", help="refuse to finish an interrupted run")
+    p.add_argument("--agglomeration", choices=METHODS, default="mws",
+                   help="affinity models: mws (mutex watershed) or mean (fragments + mean-affinity agglomeration)")
+    p.add_argument("--threshold", type=float, default=0.5, help="affinity models, --agglomeration mean: merge threshold")
     add_common(p, device=True, amp=True, overwrite=True, quiet=True)
     p.set_defaults(func=run_predict)
 
@@ -48,6 +52,13 @@ def add_predict(sub):
 def run_predict(args):
     kind = model_kind(args.model)  # a missing or unknown model directory is the API's error
     image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    if kind == UNET_KIND and is_affinity_model(args.model):  # neurons: affinities -> instance labels
+        out = segment_neurons(args.model, image, args.out, method=args.agglomeration, threshold=args.threshold,
+                              device=args.device, resume=not args.no_resume, overwrite=args.overwrite,
+                              progress=not args.quiet, amp=amp_value(args.amp), block=args.block, halo=args.halo,
+                              batch_size=args.batch_size, tta=args.tta)
+        print(f"wrote neuron instance labels (uint64, {args.agglomeration}) of {image.shape} to {out}")
+        return 0
     if kind == UNET_KIND:
         return _predict_network(args, image)
     clf = load_pixel_classifier(args.model)

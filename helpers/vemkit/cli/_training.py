@@ -11,6 +11,7 @@ import json
 
 from ..features import FeatureConfig
 from ..io import open_volume
+from ..neurons import train_affinities
 from ..pixel_classifier import PixelClassifier
 from ..pretrain import pretrain
 from ..train import finetune, plan_training
@@ -27,8 +28,11 @@ def add_train(sub):
     p.add_argument("--method", default="rf", choices=["rf", "unet"],
                    help="rf: random forest on ilastik features; unet: fine-tune a U-Net (vemkit.train)")
     p.add_argument("--image", required=True)
-    p.add_argument("--annotations", required=True,
+    p.add_argument("--annotations",
                    help="annotation store (zarr from vemkit.annotate) or label image: 0 unlabelled, 1 background, 2.. classes")
+    p.add_argument("--target", default="classes", choices=["classes", "affinities"],
+                   help="unet: classes (from --annotations) or affinities for neurons (from --labels; vemkit.neurons)")
+    p.add_argument("--labels", help="--target affinities: dense instance labels (one id per neuron, 0 unlabelled)")
     p.add_argument("--classes", help=_CLASSES_HELP)
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--voxel-size", type=voxel_arg, metavar="Z,Y,X")
@@ -47,6 +51,10 @@ def add_train(sub):
 
 def run_train(args):
     image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    if args.target == "affinities":
+        return _train_affinities(args, image)
+    if not args.annotations:
+        raise ValueError("give --annotations (or --target affinities --labels INSTANCES)")
     annotations, classes = load_annotations(args.annotations, args.classes)
     if args.method == "unet":
         return _train_unet(args, image, annotations, classes)
@@ -74,6 +82,20 @@ def _train_unet(args, image, annotations, classes):
     val = f", validation IoU {rec['final_val_iou']:.3f}" if rec.get("final_val_iou") is not None else ""
     print(f"trained a {plan.ndim}D U-Net ({'from ' + str(base) if base else 'from scratch'}) for {rec['iterations']} "
           f"iterations in {rec['seconds'] / 60:.1f} min on {rec['device']}{val}; saved {args.out}")
+    return 0
+
+
+def _train_affinities(args, image):
+    if args.method != "unet" or not args.labels:
+        raise ValueError("--target affinities trains a U-Net from instance labels: pass --method unet --labels INSTANCES")
+    labels = open_volume(args.labels, warn_missing_voxel_size=False)
+    minutes = _DEFAULT_MINUTES if args.minutes is None and args.iterations is None else args.minutes
+    model = train_affinities(image, labels, out=args.out, minutes=minutes, iterations=args.iterations,
+                             device=args.device, seed=args.seed, amp=amp_value(args.amp), overwrite=args.overwrite,
+                             progress=not args.quiet)
+    rec = model.training
+    print(f"trained a 3D affinity U-Net ({len(model.target['offsets'])} offsets) for {rec['iterations']} iterations "
+          f"in {rec['seconds'] / 60:.1f} min on {rec['device']}; saved {args.out}")
     return 0
 
 
