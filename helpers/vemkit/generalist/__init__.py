@@ -1,0 +1,30 @@
+"""Generalist models: Segment Anything (and micro-sam's EM organelle models), MitoNet, bioimage.io.
+
+The models are entries of ``data_manifest.json``'s ``"models"`` section (URL, hashes, licence,
+citation, input expectations), fetched on first use into ``VEMKIT_DATA_DIR`` and verified
+(:func:`fetch_model`); code-carrying files (TorchScript) load only with a pinned SHA-256.
+
+- :func:`load_sam` -> :class:`PromptSegmenter`: embed a section once, then masks from point and box
+  prompts (the Annotator's prompt mode, :mod:`vemkit._prompt`).
+- :func:`load_mitonet` -> :class:`MitoNet` with :func:`segment_section` (panoptic instances per section).
+- :func:`load_bioimageio`: a bioimage.io model's TorchScript weights and processing.
+- :func:`write_tiny_model`: a random model of the published format and a manifest entry for it
+  (tests, offline demos; weights do not matter there).
+
+Zero-shot volumes run through :func:`vemkit.predict.predict_volume` with ``model="mitonet_mini_v1"``
+(any MitoNet name) or ``"bioimageio:<id or folder>"``. Not for: training them.
+"""
+
+from ._bioimageio import BioimageioNetwork, load_bioimageio
+from ._mitonet import MitoNet, load_mitonet, orthoplane_consensus, panoptic_instances, segment_section
+from ._registry import (UnpinnedCodeError, fetch_model, file_sha256, is_cached, list_models, model_entry,
+                        model_file, pin_model)
+from ._sam import Embedding, PromptSegmenter, load_sam, sam_config, to_rgb8
+from ._tiny import write_tiny_model
+
+__all__ = [
+    "BioimageioNetwork", "Embedding", "MitoNet", "PromptSegmenter", "UnpinnedCodeError", "fetch_model",
+    "file_sha256", "is_cached", "list_models", "load_bioimageio", "load_mitonet", "load_sam", "model_entry",
+    "model_file", "orthoplane_consensus", "panoptic_instances", "pin_model", "sam_config", "segment_section",
+    "to_rgb8", "write_tiny_model",
+]
