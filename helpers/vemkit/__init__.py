@@ -45,6 +45,7 @@ _SUBMODULES = (
     "examples",
     "export",
     "features",
+    "generalist",
     "instances",
     "io",
     "measure",

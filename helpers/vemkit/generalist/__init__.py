@@ -17,14 +17,14 @@ Zero-shot volumes run through :func:`vemkit.predict.predict_volume` with ``model
 
 from ._bioimageio import BioimageioNetwork, load_bioimageio
 from ._mitonet import MitoNet, load_mitonet, orthoplane_consensus, panoptic_instances, segment_section
-from ._registry import (UnpinnedCodeError, fetch_model, file_sha256, is_cached, list_models, model_entry,
-                        model_file, pin_model)
+from ._registry import (GENERALIST_ALIASES, UnpinnedCodeError, fetch_model, file_sha256, is_cached, is_generalist,
+                        list_models, model_entry, model_file, pin_model, pinned_sha256)
 from ._sam import Embedding, PromptSegmenter, load_sam, sam_config, to_rgb8
 from ._tiny import write_tiny_model
 
 __all__ = [
-    "BioimageioNetwork", "Embedding", "MitoNet", "PromptSegmenter", "UnpinnedCodeError", "fetch_model",
+    "GENERALIST_ALIASES", "is_generalist", "BioimageioNetwork", "Embedding", "MitoNet", "PromptSegmenter", "UnpinnedCodeError", "fetch_model",
     "file_sha256", "is_cached", "list_models", "load_bioimageio", "load_mitonet", "load_sam", "model_entry",
-    "model_file", "orthoplane_consensus", "panoptic_instances", "pin_model", "sam_config", "segment_section",
+    "model_file", "orthoplane_consensus", "panoptic_instances", "pin_model", "pinned_sha256", "sam_config", "segment_section",
     "to_rgb8", "write_tiny_model",
 ]

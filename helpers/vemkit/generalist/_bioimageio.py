@@ -16,6 +16,7 @@ only the description and the weights. Not for: exporting (:mod:`vemkit.export`).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import warnings
@@ -34,7 +35,7 @@ _PREFIX = "bioimageio:"
 class BioimageioNetwork:
     """A bioimage.io model's TorchScript network with what running it needs."""
 
-    module: object
+    module: object = field(repr=False)
     name: str
     ndim: int
     in_channels: int
@@ -138,13 +139,22 @@ def _weights(descr, source: str):
     expected = getattr(ts, "sha256", None)
     if not expected:
         raise UnpinnedCodeError(f"{source!r}: its TorchScript weights carry no SHA-256; TorchScript runs code, so vemkit refuses them")
-    data = ts.get_reader().read()
+    with warnings.catch_warnings():  # bioimageio.spec leaves the file for the garbage collector: collect it here
+        warnings.filterwarnings("ignore", category=ResourceWarning)
+        data, problem = None, None
+        try:
+            data = ts.get_reader().read()  # bioimageio.spec checks the SHA-256 as it reads
+        except ValueError as err:
+            problem = str(err)  # raised below, once the reader (held by the traceback) is collected
+        gc.collect()
+    if problem is not None:
+        raise ValueError(f"{source!r}: TorchScript weights {ts.source} do not match their SHA-256 ({problem})")
     found = hashlib.sha256(data).hexdigest()
     if found != str(expected):
         raise ValueError(f"{source!r}: TorchScript weights {ts.source} do not match their SHA-256 "
                          f"(expected {expected}, found {found})")
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=DeprecationWarning)
         module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     return module, found
 

@@ -16,6 +16,7 @@ three orthogonal planes (:func:`orthoplane_consensus` is the simple vote, not em
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -93,7 +94,9 @@ def load_mitonet(model="mitonet_mini_v1", *, device="auto", manifest_path=None, 
             raise ValueError(f"model {model!r} is a {entry.get('family')} model, not MitoNet")
         path, name = fetch_model(model, progress=progress, manifest_path=manifest_path), model
     dev = resolve_device(device)
-    module = torch.jit.load(str(path), map_location=dev).eval()
+    with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; MitoNet is published as TorchScript
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=DeprecationWarning)
+        module = torch.jit.load(str(path), map_location=dev).eval()
     return MitoNet(module, entry, name, dev)
 
 

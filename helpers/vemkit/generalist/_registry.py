@@ -20,7 +20,10 @@ from .._errors import UnknownNameError
 from ..datasets import ENV_VAR, cache_dir, manifest
 
 __all__ = ["list_models", "model_entry", "model_file", "is_cached", "fetch_model", "pin_model",
-           "file_sha256", "UnpinnedCodeError"]
+           "file_sha256", "pinned_sha256", "UnpinnedCodeError", "is_generalist", "GENERALIST_ALIASES"]
+
+#: Short names ``vemkit predict --model`` takes.
+GENERALIST_ALIASES = {"mitonet": "mitonet_v1", "mitonet-mini": "mitonet_mini_v1"}
 
 _PINS = "pins.json"
 
@@ -30,7 +33,10 @@ class UnpinnedCodeError(PermissionError, ValueError):
 
 
 def _models(manifest_path=None) -> dict:
-    return manifest(manifest_path).get("models", {})
+    if manifest_path is None:
+        return manifest().get("models", {})
+    # another manifest (tests, tiny models): read each time, it may have been rewritten
+    return json.loads(Path(manifest_path).read_text(encoding="utf-8")).get("models", {})
 
 
 def list_models(manifest_path=None) -> list[str]:
@@ -184,3 +190,20 @@ def fetch_model(name: str, *, progress: bool = True, manifest_path=None) -> Path
         return path
     _download(name, entry, path, expected, progress)
     return path
+
+
+def is_generalist(model) -> bool:
+    """Whether ``model`` names a generalist model blockwise inference runs: ``bioimageio:...``, or a
+    MitoNet name of the manifest (or an alias such as ``"mitonet"``). Paths and objects are not.
+
+    Examples
+    --------
+    >>> is_generalist("mitonet"), is_generalist("bioimageio:affable-shark"), is_generalist("my_model_dir")
+    (True, True, False)
+    """
+    if not isinstance(model, str):
+        return False
+    if model.startswith("bioimageio:"):
+        return True
+    name = GENERALIST_ALIASES.get(model, model)
+    return name in _models() and _models()[name].get("family") == "mitonet"

@@ -160,7 +160,7 @@ class PromptSegmenter:
         rgb = to_rgb8(section)
         h, w = rgb.shape[:2]
         nh, nw = self._resized(h, w)
-        resized = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        resized = np.array(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         x = (x - self.sam.pixel_mean) / self.sam.pixel_std
         x = F.pad(x, (0, self.image_size - nw, 0, self.image_size - nh))

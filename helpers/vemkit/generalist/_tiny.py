@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 from ..datasets import manifest
-from ._registry import file_sha256, model_entry, model_file
+from ._registry import file_sha256, model_entry, model_file, pin_model
 
 __all__ = ["write_tiny_model", "write_tiny_bioimageio", "TINY_NOTE"]
 
@@ -48,7 +49,9 @@ def _tiny_mitonet_module():
             heat = torch.sigmoid(sem) * torch.sigmoid(-4.0 * self.smooth(self.smooth(x)) - 4.0)
             return {"sem_logits": sem, "ctr_hmp": heat, "offsets": self.offset_head(x)}
 
-    return torch.jit.script(TinyMitoNet().eval())
+    with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; the published MitoNet is TorchScript
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=DeprecationWarning)
+        return torch.jit.script(TinyMitoNet().eval())
 
 
 def _write_file(entry: dict, path: Path, seed: int) -> None:
@@ -77,7 +80,9 @@ def write_tiny_model(name: str, manifest_out, *, seed: int = 0, manifest_path=No
     manifest_out : path
         The manifest to write (a copy of ``manifest_path``'s, default the package's, or of
         ``manifest_out`` itself when it exists, so several tiny models can share one); pass it as
-        ``manifest_path`` to the loaders.
+        ``manifest_path`` to the loaders. A model without a published SHA-256 (MitoNet) is also
+        pinned in the cache (:func:`~vemkit.generalist.pin_model`), so it loads by name with the
+        package's manifest too (``predict_volume(model="mitonet_mini_v1")``).
 
     Returns
     -------
@@ -86,10 +91,13 @@ def write_tiny_model(name: str, manifest_out, *, seed: int = 0, manifest_path=No
     """
     manifest_out = Path(manifest_out)
     base = json.loads(manifest_out.read_text()) if manifest_out.is_file() else copy.deepcopy(manifest(manifest_path))
+    # (manifest() is the package's copy unless manifest_path is given)
     entry = dict(model_entry(name, manifest_path))
     path = model_file(name, manifest_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_file(entry, path, seed)
+    if not entry.get("sha256"):  # no published hash: pinned by the user's own route (pins.json in the cache)
+        pin_model(name, file_sha256(path), manifest_path)
     entry.update(sha256=file_sha256(path), size=path.stat().st_size, title=f"{entry.get('title', name)} [{TINY_NOTE}]",
                  tiny=True)
     base.setdefault("models", {})[name] = entry
