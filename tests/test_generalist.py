@@ -129,8 +129,6 @@ def test_models_cli_lists_and_refuses(cache, capsys):
 def test_sam_architecture_is_read_from_the_checkpoint():
     cfg = g.sam_config(tiny_sam_state())
     assert cfg["embed_dim"] == 16 and cfg["depth"] == 2 and cfg["img_size"] == 64 and cfg["global_attn_indexes"] == [1]
-    with pytest.raises(NotImplementedError, match="TinyViT"):
-        g.sam_config({"image_encoder.layers.0.blocks.0.attn.qkv.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="published layout"):
         g.sam_config({"foo": torch.zeros(1)})
 
@@ -158,6 +156,24 @@ def test_sam_tiny_checkpoint_load_prompt_labels_measure(cache, tmp_path, phantom
     labels[z][box_mask & ~mask] = 2
     table = regionprops_blockwise(labels, voxel_size=(40.0, 8.0, 8.0), progress=False)
     assert len(table) == len(np.unique(labels[labels > 0]))
+
+
+def test_mobile_sam_vit_t_layout_and_prompting(cache, tmp_path):
+    from vemkit.generalist._sam import sam_state_for
+
+    published = sam_state_for("vit_t")  # MobileSAM's sizes, random weights: the layout and size, not the quality
+    cfg = g.sam_config(published)
+    assert cfg["encoder"] == "tiny_vit" and cfg["embed_dims"] == [64, 128, 160, 320] and cfg["depths"] == [2, 2, 6, 2]
+    assert cfg["num_heads"][1:] == [4, 5, 10] and cfg["window_sizes"][1:] == [7, 14, 7]
+    encoder = sum(v.numel() for k, v in published.items() if k.startswith("image_encoder.") and ".head." not in k)
+    assert 5.6e6 < encoder < 5.9e6  # MobileSAM reports a 5.78M-parameter image encoder
+    man = tmp_path / "manifest.json"
+    g.write_tiny_model("microsam_vit_t_em_organelles", man)
+    seg = g.load_sam("microsam_vit_t_em_organelles", manifest_path=man, device="cpu")
+    emb = seg.embed(np.full((40, 30), 90, np.uint8))
+    assert emb.features.shape == (1, 32, 64, 64) and emb.input_size == (1024, 768)
+    mask, _ = seg.predict(emb, points=[(20, 15)])
+    assert mask.shape == (40, 30)
 
 
 def test_sam_accepts_micro_sam_training_checkpoints(tmp_path):

@@ -9,8 +9,9 @@ with vemkit's own network code in the published module layout (:mod:`._sam_net`)
 SAM's pre- and post-processing (long side resized to the encoder's input, pixel mean and std,
 padding; mask logits upsampled back and thresholded at 0).
 
-Not for: MobileSAM's TinyViT encoder (vit_t: not written yet, refused with a reason), automatic
-whole-volume segmentation (:mod:`vemkit.predict`), the Annotator's prompt mode (:mod:`vemkit._prompt`).
+vit_t (MobileSAM's TinyViT encoder, micro-sam's vit_t models) builds with :mod:`._tinyvit`.
+
+Not for: automatic whole-volume segmentation (:mod:`vemkit.predict`), the Annotator's prompt mode (:mod:`vemkit._prompt`).
 """
 
 from __future__ import annotations
@@ -37,35 +38,45 @@ def _state_dict(path) -> dict:
 
 
 def sam_config(state: dict) -> dict:
-    """The architecture of a SAM checkpoint, read from its tensor shapes.
-
-    Raises ValueError for a MobileSAM (TinyViT) checkpoint or a file that is not SAM at all.
-    """
-    if any(k.startswith("image_encoder.layers.") for k in state):
-        raise NotImplementedError("this is a MobileSAM / vit_t checkpoint (TinyViT encoder); vemkit's TinyViT "
-                                  "encoder is not written yet: use a vit_b model (sam_vit_b, microsam_vit_b_em_organelles)")
+    """The architecture of a SAM checkpoint (ViT or MobileSAM's TinyViT encoder), read from its tensor
+    shapes. Raises ValueError for a file that is not SAM in the published layout."""
     try:
-        proj = state["image_encoder.patch_embed.proj.weight"]
-        pos = state["image_encoder.pos_embed"]
-        out_chans = state["image_encoder.neck.0.weight"].shape[0]
-        tokens = state["mask_decoder.mask_tokens.weight"].shape[0]
-    except KeyError as err:
+        if "image_encoder.patch_embed.seq.0.c.weight" in state:  # MobileSAM / micro-sam vit_t
+            from ._tinyvit import tinyvit_config  # torch, imported on first use
+
+            cfg = tinyvit_config(state)
+            cfg["prompt_dim"] = cfg["out_chans"]
+        else:
+            cfg = _vit_config(state)
+        return {**cfg, **_decoder_config(state)}
+    except (KeyError, ValueError) as err:
         raise ValueError(f"not a SAM state dict in the published layout: no tensor {err}") from None
+
+
+def _vit_config(state: dict) -> dict:
+    proj = state["image_encoder.patch_embed.proj.weight"]
     embed, patch = int(proj.shape[0]), int(proj.shape[-1])
     depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks."))
-    grid = int(pos.shape[1])
+    grid = int(state["image_encoder.pos_embed"].shape[1])
     head_dim = int(state["image_encoder.blocks.0.attn.rel_pos_h"].shape[1])
     rel = [int(state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) for i in range(depth)]
-    glob = [i for i, r in enumerate(rel) if r == 2 * grid - 1]
-    window = next(((r + 1) // 2 for r in rel if r != 2 * grid - 1), 14)
-    dec_depth = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("mask_decoder.transformer.layers."))
     return {
-        "img_size": grid * patch, "patch_size": patch, "embed_dim": embed, "depth": depth,
-        "num_heads": embed // head_dim, "global_attn_indexes": glob, "window_size": window,
+        "encoder": "vit", "img_size": grid * patch, "patch_size": patch, "embed_dim": embed, "depth": depth,
+        "num_heads": embed // head_dim, "global_attn_indexes": [i for i, r in enumerate(rel) if r == 2 * grid - 1],
+        "window_size": next(((r + 1) // 2 for r in rel if r != 2 * grid - 1), 14),
         "mlp_ratio": state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / embed,
-        "prompt_dim": int(out_chans), "decoder_depth": dec_depth,
+        "prompt_dim": int(state["image_encoder.neck.0.weight"].shape[0]),
+    }
+
+
+def _decoder_config(state: dict) -> dict:
+    layers = [k for k in state if k.startswith("mask_decoder.transformer.layers.")]
+    if not layers:
+        raise KeyError("mask_decoder.transformer.layers.*")
+    return {
+        "decoder_depth": 1 + max(int(k.split(".")[3]) for k in layers),
         "decoder_mlp_dim": int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
-        "decoder_heads": 8, "multimask_outputs": int(tokens) - 1,
+        "decoder_heads": 8, "multimask_outputs": int(state["mask_decoder.mask_tokens.weight"].shape[0]) - 1,
         "iou_hidden": int(state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]),
     }
 
@@ -227,7 +238,7 @@ def tiny_sam_state(embed_dim=16, depth=2, img_size=64, patch_size=8, prompt_dim=
 
     torch.manual_seed(seed)
     grid = img_size // patch_size
-    cfg = {"img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
+    cfg = {"encoder": "vit", "img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
            "num_heads": max(1, embed_dim // 8), "global_attn_indexes": [depth - 1], "window_size": max(2, grid // 2),
            "mlp_ratio": 4.0, "prompt_dim": prompt_dim, "decoder_depth": 2, "decoder_mlp_dim": 2 * prompt_dim,
            "decoder_heads": 8, "multimask_outputs": 3, "iou_hidden": prompt_dim}
@@ -239,11 +250,32 @@ def sam_state_for(arch: str, seed=0) -> dict:
     """A random SAM of a published size (``vit_b``) in the published layout (benchmarks)."""
     import torch
 
-    if arch != "vit_b":
-        raise NotImplementedError(f"{arch}: only vit_b is built by vemkit (vit_t needs the TinyViT encoder)")
     torch.manual_seed(seed)
-    cfg = {"img_size": 1024, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12,
+    if arch == "vit_t":
+        return _build({**_TINYVIT, **_SAM_DECODER}).state_dict()
+    if arch != "vit_b":
+        raise ValueError(f"arch must be 'vit_t' or 'vit_b', got {arch!r}")
+    cfg = {"encoder": "vit", "img_size": 1024, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12,
            "global_attn_indexes": [2, 5, 8, 11], "window_size": 14, "mlp_ratio": 4.0, "prompt_dim": 256,
            "decoder_depth": 2, "decoder_mlp_dim": 2048, "decoder_heads": 8, "multimask_outputs": 3, "iou_hidden": 256}
     return _build(cfg).state_dict()
 
+
+
+#: MobileSAM's vit_t encoder (its build_sam_vit_t) and SAM's mask decoder, as published.
+_TINYVIT = {"encoder": "tiny_vit", "img_size": 1024, "embed_dims": [64, 128, 160, 320], "depths": [2, 2, 6, 2],
+            "num_heads": [2, 4, 5, 10], "window_sizes": [7, 7, 14, 7], "mlp_ratio": 4.0, "mbconv_expand": 4.0,
+            "num_classes": 1000, "out_chans": 256, "prompt_dim": 256}
+_SAM_DECODER = {"decoder_depth": 2, "decoder_mlp_dim": 2048, "decoder_heads": 8, "multimask_outputs": 3, "iou_hidden": 256}
+
+
+def tiny_tinyvit_state(seed=0) -> dict:
+    """A random MobileSAM (vit_t) in the published layout with tiny widths (tests)."""
+    import torch
+
+    torch.manual_seed(seed)
+    cfg = {"encoder": "tiny_vit", "img_size": 1024, "embed_dims": [8, 16, 16, 24], "depths": [1, 1, 1, 1],
+           "num_heads": [1, 2, 2, 3], "window_sizes": [7, 7, 14, 7], "mlp_ratio": 2.0, "mbconv_expand": 2.0,
+           "num_classes": 10, "out_chans": 32, "prompt_dim": 32,
+           "decoder_depth": 2, "decoder_mlp_dim": 64, "decoder_heads": 8, "multimask_outputs": 3, "iou_hidden": 32}
+    return {k: v.clone() for k, v in _build(cfg).state_dict().items()}

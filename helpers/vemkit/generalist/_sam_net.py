@@ -332,10 +332,16 @@ class Sam(nn.Module):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        grid = cfg["img_size"] // cfg["patch_size"]
-        self.image_encoder = ImageEncoderViT(cfg["img_size"], cfg["patch_size"], cfg["embed_dim"], cfg["depth"],
-                                             cfg["num_heads"], cfg["mlp_ratio"], cfg["prompt_dim"], cfg["window_size"],
-                                             cfg["global_attn_indexes"])
+        if cfg.get("encoder") == "tiny_vit":  # MobileSAM (vit_t)
+            from ._tinyvit import TinyViT
+
+            grid = cfg["img_size"] // 16
+            self.image_encoder = TinyViT(cfg)
+        else:
+            grid = cfg["img_size"] // cfg["patch_size"]
+            self.image_encoder = ImageEncoderViT(cfg["img_size"], cfg["patch_size"], cfg["embed_dim"], cfg["depth"],
+                                                 cfg["num_heads"], cfg["mlp_ratio"], cfg["prompt_dim"],
+                                                 cfg["window_size"], cfg["global_attn_indexes"])
         self.prompt_encoder = PromptEncoder(cfg["prompt_dim"], grid, cfg["img_size"])
         self.mask_decoder = MaskDecoder(cfg["prompt_dim"], cfg["decoder_depth"], cfg["decoder_heads"],
                                         cfg["decoder_mlp_dim"], cfg["multimask_outputs"], cfg["iou_hidden"])

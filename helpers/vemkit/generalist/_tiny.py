@@ -7,7 +7,7 @@ format into the cache where :func:`~vemkit.generalist.fetch_model` looks for it,
 loader then takes the same path as for the real file. :func:`write_tiny_bioimageio` writes a
 bioimage.io package (vemkit's own exporter, TorchScript weights).
 
-Weights: SAM is random (small widths, same keys and module layout as vit_b); the MitoNet stand-in
+Weights: SAM is random (small widths, same keys and module layout as vit_b, or as MobileSAM's vit_t); the MitoNet stand-in
 is a hand-set TorchScript module with MitoNet's signature whose outputs follow dark blobs (so a
 pipeline's result can be checked). Nothing here stands for the real models' quality.
 """
@@ -59,11 +59,9 @@ def _write_file(entry: dict, path: Path, seed: int) -> None:
 
     family = entry.get("family")
     if family == "sam":
-        if entry.get("arch") == "vit_t":
-            raise NotImplementedError("a tiny vit_t (TinyViT) checkpoint needs vemkit's TinyViT encoder, not written yet")
-        from ._sam import tiny_sam_state
+        from ._sam import tiny_sam_state, tiny_tinyvit_state
 
-        torch.save(tiny_sam_state(seed=seed), path)
+        torch.save(tiny_tinyvit_state(seed) if entry.get("arch") == "vit_t" else tiny_sam_state(seed=seed), path)
     elif family == "mitonet":
         _tiny_mitonet_module().save(str(path))
     else:
