@@ -157,6 +157,11 @@ class PromptSegmenter:
     def image_size(self) -> int:
         return int(self.sam.img_size)
 
+    @staticmethod
+    def load_embedding(path) -> Embedding:
+        """An embedding saved with :meth:`Embedding.save` (the Annotator's disk cache)."""
+        return Embedding.load(path)
+
     def _resized(self, h, w) -> tuple:
         scale = self.image_size / max(h, w)
         return int(h * scale + 0.5), int(w * scale + 0.5)
