@@ -303,3 +303,55 @@ def test_bioimageio_refuses_what_it_cannot_run(tmp_path, bioimageio_package):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="rdf.yaml"):
         g.load_bioimageio(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- simulated clicks, consensus
+
+
+class _Oracle:
+    """Returns the truth object under the first positive click (so one click should do)."""
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def embed(self, section):
+        return {"z": int(np.flatnonzero([np.array_equal(section, s) for s in self.image])[0])}
+
+    def predict(self, emb, points=None, labels=None, box=None):
+        lab = self.truth[emb["z"]]
+        r, c = points[0]
+        return lab == lab[r, c], 1.0
+
+
+def test_simulated_clicks_count_clicks_seconds_and_iou():
+    phantom = make_phantom(shape=(2, 128, 128), voxel_size=(40.0, 8.0, 8.0), seed=0)
+    truth = phantom.instances["mitochondria"]
+    assert truth[0].any()
+    oracle = _Oracle(truth)
+    oracle.image = phantom.image
+    rows = g.simulate_clicks(oracle, phantom.image, truth, max_objects=3, min_pixels=5)
+    assert rows and all(r["clicks"] == 1 and r["iou"] == 1.0 and r["reached"] for r in rows)
+    summary = g.click_summary(rows)
+    assert summary["objects"] == len(rows) and summary["clicks_per_object"] == 1.0 and summary["mean_iou"] == 1.0
+
+    class Never(_Oracle):
+        def predict(self, emb, points=None, labels=None, box=None):
+            return np.zeros(self.truth.shape[1:], bool), 0.0
+
+    never = Never(truth)
+    never.image = phantom.image
+    rows = g.simulate_clicks(never, phantom.image, truth, max_objects=1, max_clicks=3, min_pixels=5)
+    assert rows[0]["clicks"] == 3 and rows[0]["iou"] == 0.0 and not rows[0]["reached"]
+    with pytest.raises(ValueError, match="one shape"):
+        g.simulate_clicks(oracle, phantom.image, truth[:1])
+
+
+def test_orthoplane_consensus_votes():
+    a = np.zeros((2, 3, 4))
+    b, c = a.copy(), a.copy()
+    a[0, 0, 0] = b[0, 0, 0] = 1.0  # two votes
+    c[1, 1, 1] = 1.0  # one vote
+    out = g.orthoplane_consensus(a, b, c)
+    assert out[0, 0, 0] and not out[1, 1, 1] and out.sum() == 1
+    with pytest.raises(ValueError, match="one shape"):
+        g.orthoplane_consensus(a, b[:1])
