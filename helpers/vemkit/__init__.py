@@ -47,6 +47,7 @@ _SUBMODULES = (
     "examples",
     "export",
     "features",
+    "generalist",
     "instances",
     "io",
     "measure",

@@ -19,7 +19,7 @@ import sys
 
 from .. import __version__
 from .._modeldir import UNET_KIND, model_kind
-from . import _data, _inference, _tour, _training
+from . import _data, _inference, _models, _tour, _training
 
 __all__ = ["main", "build_parser", "interrupted_message"]
 
@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vemkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (*_data.COMMANDS, *_training.COMMANDS, *_inference.COMMANDS, *_tour.COMMANDS):
+    for add in (*_data.COMMANDS, *_training.COMMANDS, *_inference.COMMANDS, *_models.COMMANDS, *_tour.COMMANDS):
         add(sub)
+    _models.extend_predict(sub)  # generalist models (MitoNet, bioimage.io) in `vemkit predict`
     return parser
 
 

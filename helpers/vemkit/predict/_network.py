@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._modeldir import UNET_KIND, NotAModelDirectory, read_config
 from ..models import SegmentationModel, UNet, load_model
+from ._generalist import generalist_fields, is_generalist
 
 __all__ = ["Network", "resolve_network", "fuse_conv_bn", "kept_unet", "decoder_regions", "level_sizes",
            "unet_forward_kept", "probe_network"]
@@ -106,6 +107,8 @@ def resolve_network(model, *, n_classes=None, ndim=None, halo=None, divisor=None
     into a :class:`Network`."""
     import torch
 
+    if is_generalist(model):  # MitoNet, bioimage.io (vemkit.generalist)
+        return Network(**generalist_fields(model, halo=halo))
     if isinstance(model, (str, os.PathLike)):
         model = _load_network_dir(model)
     if isinstance(model, SegmentationModel):
