@@ -112,3 +112,92 @@ def test_predict_on_an_empty_volume_names_it(model2d, tmp_path, kind):
         predict_volume(model2d, vol, tmp_path / "p.ome.zarr", device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"has shape \(0, 64, 64\): it holds no voxels"):
         estimate(model2d, vol, device="cpu", probe=False)
+
+
+# ------------------------------------------------------------------------------------------ training
+def _toy_training_data(shape=(2, 64, 64)):
+    image = _image(shape)
+    ann = np.zeros(shape, np.uint8)
+    ann[:, 8:24, 8:56] = 1
+    ann[:, 40:56, 8:56] = 2
+    return image, ann
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"minutes": float("nan")}, "minutes must be a finite number > 0, got nan"),
+    ({"minutes": float("inf")}, "minutes must be a finite number > 0"),
+    ({"minutes": -1}, "minutes must be a finite number > 0"),
+    ({"iterations": 2.5}, "iterations must be an integer >= 1"),
+    ({"iterations": 0}, "iterations must be an integer >= 1"),
+    ({"iterations": 1, "eval_every": 0}, "eval_every must be an integer >= 1"),
+    ({"iterations": 1, "checkpoint_every": float("nan")}, "checkpoint_every must be a number of seconds > 0"),
+])
+def test_finetune_refuses_a_budget_that_never_ends(tmp_path, kw, match):
+    from vemkit.train import finetune
+
+    image, ann = _toy_training_data()
+    with pytest.raises(ValueError, match=match):
+        finetune(image, ann, base=None, out=tmp_path / "m", device="cpu", progress=False, **kw)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_train_minutes_nan_exits_with_a_message(tmp_path, capsys):
+    from vemkit.io import write_tiff
+
+    image, ann = _toy_training_data()
+    write_tiff(image, tmp_path / "im.tif", voxel_size=(50, 5, 5), progress=False)
+    write_tiff(ann, tmp_path / "ann.tif", voxel_size=(50, 5, 5), progress=False)
+    assert main(["train", "--method", "unet", "--image", str(tmp_path / "im.tif"), "--annotations",
+                 str(tmp_path / "ann.tif"), "--out", str(tmp_path / "m"), "--minutes", "nan", "--base", "none",
+                 "--device", "cpu", "--quiet"]) == 2
+    assert "minutes must be a finite number > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"minutes": float("nan")}, "minutes must be a finite number > 0"),
+    ({"iterations": -2}, "iterations must be an integer >= 1"),
+    ({"iterations": 1, "batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"iterations": 1, "patch": 4}, "patch must be an integer >= 16"),
+    ({"iterations": 1, "lr": float("nan")}, "lr must be a finite number > 0"),
+])
+def test_adapt_and_pretrain_refuse_bad_numbers(tmp_path, kw, match):
+    from vemkit.adapt import adapt
+    from vemkit.pretrain import pretrain
+
+    model = SegmentationModel(UNet(ndim=2, base_channels=4, depth=2), ["bg", "fg"], voxel_size=(50, 5, 5))
+    src = (_image((2, 64, 64)) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=match):
+        adapt(model, src, (src > 128).astype(np.uint8) + 1, src, method="dann", device="cpu", progress=False,
+              source_voxel_size=(50, 5, 5), target_voxel_size=(50, 5, 5), **kw)
+    with pytest.raises(ValueError, match=match):
+        pretrain(tmp_path / "base", sources=("phantom",), device="cpu", progress=False, **kw)
+    assert not (tmp_path / "base").exists()
+
+
+def test_finetune_refuses_nan_in_the_annotated_region(tmp_path):
+    from vemkit.train import finetune
+
+    image, ann = _toy_training_data()
+    image[1, 30, 33] = np.nan
+    with pytest.raises(ValueError, match=r"the image holds 1 NaN or infinite value\(s\) in z 0:2, y 0:64, x 0:64 .*"
+                                         r"the first at \(z, y, x\) = \(1, 30, 33\)"):
+        finetune(image, ann, base=None, out=tmp_path / "m", iterations=2, device="cpu", amp=False, progress=False,
+                 voxel_size=(50, 5, 5))
+    assert not (tmp_path / "m" / "model.pt").exists() and not (tmp_path / "m" / "config.json").exists()
+
+
+def test_training_stops_when_the_loss_becomes_nan():
+    from vemkit._trainloop import NonFiniteLossError, TrainLoop
+
+    class Blows(TrainLoop):
+        def forward_and_loss(self, fraction):
+            out = self.modules[0](torch.ones(1, 1)).pow(2).mean()
+            return (out * math.nan if self.step == 2 else out), {"loss": out}
+
+    lin = torch.nn.Linear(1, 1)
+    loop = Blows([lin], device=torch.device("cpu"), amp=False, ndim=2, lr=0.1, progress=False)
+    history = loop.new_history()
+    with pytest.raises(NonFiniteLossError, match="the training loss became nan at iteration 3"):
+        loop.run(history, iterations=10)
+    assert loop.step == 2 and len(history["loss"]) == 2
+    assert all(torch.isfinite(p).all() for p in lin.parameters())  # the NaN never reached the weights
