@@ -201,3 +201,34 @@ def test_training_stops_when_the_loss_becomes_nan():
         loop.run(history, iterations=10)
     assert loop.step == 2 and len(history["loss"]) == 2
     assert all(torch.isfinite(p).all() for p in lin.parameters())  # the NaN never reached the weights
+
+
+# ------------------------------------------------------------------------------------ slice folders
+def _slices(folder, numbers):
+    import tifffile
+
+    folder.mkdir()
+    for i in numbers:
+        tifffile.imwrite(folder / f"slice_{i:03d}.tif", np.full((8, 8), i, np.uint8))
+    return folder
+
+
+def test_a_slice_folder_with_a_gap_is_refused_naming_the_missing_number(tmp_path):
+    from vemkit.io import open_volume
+
+    folder = _slices(tmp_path / "stack", [i for i in range(20) if i != 7])
+    with pytest.raises(ValueError, match=r"1 number\(s\) missing: 7 \(e.g. 'slice_007.tif'\).*open the glob"):
+        open_volume(folder, voxel_size=(50, 5, 5))
+    with pytest.warns(UserWarning, match="missing: 7"):  # a glob is the user's own choice of files
+        vol = open_volume(str(folder / "*.tif"), voxel_size=(50, 5, 5))
+    assert vol.shape == (19, 8, 8)
+    complete = _slices(tmp_path / "every_tenth", range(0, 50, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_volume(complete, voxel_size=(50, 5, 5)).shape == (5, 8, 8)
+
+
+def test_cli_info_on_a_slice_folder_with_a_gap(tmp_path, capsys):
+    folder = _slices(tmp_path / "stack", [0, 1, 2, 4, 5, 8])
+    assert main(["info", str(folder)]) == 2
+    assert "missing: 3, 6, 7" in capsys.readouterr().err

@@ -197,7 +197,8 @@ def _check_numbers(*, batch_size=None, tta=False, memory_limit=None, prefetch=1,
             low, high = intensity_range
         except (TypeError, ValueError):
             raise ValueError(f"intensity_range must be (low, high), got {intensity_range!r}") from None
-        check_number(low, "intensity_range low"), check_number(high, "intensity_range high")
+        check_number(low, "intensity_range low")
+        check_number(high, "intensity_range high")
     return batch_size
 
 
