@@ -232,3 +232,42 @@ def test_cli_info_on_a_slice_folder_with_a_gap(tmp_path, capsys):
     folder = _slices(tmp_path / "stack", [0, 1, 2, 4, 5, 8])
     assert main(["info", str(folder)]) == 2
     assert "missing: 3, 6, 7" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- instances
+def test_instances_warns_when_the_class_is_not_in_the_mask(tmp_path):
+    from vemkit.instances import instances_blockwise
+
+    mask = np.zeros((4, 32, 32), np.uint8)
+    mask[1:3, 4:12, 4:12] = 1
+    with pytest.warns(UserWarning, match="class_id=7 is not in the volume, so there are no objects; its values are 0, 1"):
+        labels = instances_blockwise(mask, class_id=7, block=(4, 16, 16), progress=False)
+    assert labels.max() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert instances_blockwise(mask, class_id=1, block=(4, 16, 16), progress=False).max() == 1
+
+
+def test_cli_instances_class_id_absent(tmp_path, capsys):
+    from vemkit.io import write_ome_zarr
+
+    mask = np.zeros((4, 32, 32), np.uint8)
+    mask[1:3, 4:12, 4:12] = 1
+    src = write_ome_zarr(mask, tmp_path / "mask.ome.zarr", voxel_size=(50, 5, 5), kind="labels", progress=False)
+    with pytest.warns(UserWarning, match="its values are 0, 1"):
+        assert main(["instances", "--labels", str(src), "--out", str(tmp_path / "i.ome.zarr"), "--class-id", "7",
+                     "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"block": (1, 1, 1)}, r"block \(1, 1, 1\) splits the volume \(16, 256, 256\) into 1048576 blocks"),
+    ({"block": (1, 8, 8)}, "into 16384 blocks"),
+    ({"threshold": float("nan")}, "threshold must be a finite number"),
+    ({"class_id": 1.5}, "class_id must be an integer"),
+    ({"n_workers": 0}, "n_workers must be an integer >= 1"),
+])
+def test_instances_refuses_what_would_hang_or_mislead(kw, match):
+    from vemkit.instances import instances_blockwise
+
+    with pytest.raises(ValueError, match=match):
+        instances_blockwise(np.zeros((16, 256, 256), np.uint8), progress=False, **{"block": (16, 64, 64), **kw})
