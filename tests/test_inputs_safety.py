@@ -271,3 +271,40 @@ def test_instances_refuses_what_would_hang_or_mislead(kw, match):
 
     with pytest.raises(ValueError, match=match):
         instances_blockwise(np.zeros((16, 256, 256), np.uint8), progress=False, **{"block": (16, 64, 64), **kw})
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def _instance_pair(n=104):
+    """Instance labels of ``n`` small cubes, truth and a prediction shifted by one voxel."""
+    truth = np.zeros((4, 64, 64), np.uint32)
+    for k in range(n):
+        y, x = divmod(k, 13)
+        truth[1:3, 1 + 4 * y : 4 + 4 * y, 1 + 4 * x : 4 + 4 * x] = k + 1
+    return np.roll(truth, 1, axis=2), truth
+
+
+def test_evaluate_asks_for_kind_on_instance_labels():
+    from vemkit.metrics import evaluate
+
+    pred, truth = _instance_pair()
+    with pytest.raises(ValueError, match="truth holds 104 distinct labels: it looks like instance labels.*"
+                                         "kind='instances'"):
+        evaluate(pred, truth)
+    assert evaluate(pred, truth, kind="instances")["n_truth"] == 104
+    assert evaluate(pred, truth, kind="semantic")["kind"] == "semantic"  # asked for: done
+    few = evaluate(np.array([[[0, 1, 2, 2]]]), np.array([[[0, 1, 2, 1]]]))  # a few classes: semantic, as before
+    assert few["kind"] == "semantic" and few["accuracy"] == 0.75
+
+
+def test_cli_evaluate_instance_labels_without_kind(tmp_path, capsys):
+    from vemkit.io import write_ome_zarr
+
+    pred, truth = _instance_pair()
+    p = write_ome_zarr(pred, tmp_path / "p.ome.zarr", voxel_size=(50, 5, 5), kind="labels", progress=False)
+    t = write_ome_zarr(truth, tmp_path / "t.ome.zarr", voxel_size=(50, 5, 5), kind="labels", progress=False)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--pred", str(p), "--truth", str(t), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "104 distinct labels" in err and "--kind instances" in err and not out.exists()
+    assert main(["evaluate", "--pred", str(p), "--truth", str(t), "--out", str(out), "--kind", "instances"]) == 0
+    assert "instances evaluation" in capsys.readouterr().out
