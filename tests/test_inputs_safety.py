@@ -308,3 +308,57 @@ def test_cli_evaluate_instance_labels_without_kind(tmp_path, capsys):
     assert "104 distinct labels" in err and "--kind instances" in err and not out.exists()
     assert main(["evaluate", "--pred", str(p), "--truth", str(t), "--out", str(out), "--kind", "instances"]) == 0
     assert "instances evaluation" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ datasets
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _one_file_manifest(tmp_path, url, content):
+    import json
+
+    manifest = {"datasets": {"toy": {
+        "title": "toy", "modality": "test", "licence": "none", "citation": "none",
+        "checksums_established": "computed by the test", "voxel_size_nm": [40.0, 5.0, 5.0],
+        "voxel_size_source": "test",
+        "files": [{"path": "stack.bin", "url": url, "sha256": _sha(content), "size": len(content)}],
+        "volumes": {},
+    }}}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_tampered_cached_file_is_called_a_checksum_mismatch(tmp_path, monkeypatch):
+    """Offline (nothing listens on the discard port), a cached file that was changed is named, with
+    both hashes, instead of blaming the network."""
+    from vemkit.datasets import fetch
+
+    content = b"the real bytes" * 100
+    mpath = _one_file_manifest(tmp_path, "http://127.0.0.1:9/stack.bin", content)
+    monkeypatch.setenv("VEMKIT_DATA_DIR", str(tmp_path / "cache"))
+    target = tmp_path / "cache" / "toy" / "stack.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(content)
+    assert fetch("toy", manifest_path=mpath, progress=False) == target.parent  # intact: no network needed
+    target.write_bytes(b"tampered")
+    with pytest.raises(ValueError, match=rf"checksum mismatch: the cached file {target} has SHA-256 "
+                                         rf"{_sha(b'tampered')}, but the manifest expects {_sha(content)}"):
+        fetch("toy", manifest_path=mpath, progress=False)
+    assert target.read_bytes() == b"tampered"  # as pooch does: the old file stays until a good copy replaces it
+
+
+def test_a_bad_download_is_called_a_checksum_mismatch(tmp_path, monkeypatch, http_server):
+    from vemkit.datasets import fetch
+
+    folder, base = http_server
+    (folder / "served.bin").write_bytes(b"other bytes")
+    mpath = _one_file_manifest(tmp_path, f"{base}/served.bin", b"the real bytes")
+    monkeypatch.setenv("VEMKIT_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=rf"checksum mismatch: stack.bin does not match its SHA-256 in the manifest: "
+                                         rf"expected {_sha(b'the real bytes')}, found {_sha(b'other bytes')}"):
+        fetch("toy", manifest_path=mpath, progress=False)
+    assert not (tmp_path / "cache" / "toy" / "stack.bin").exists()
