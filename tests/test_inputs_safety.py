@@ -362,3 +362,16 @@ def test_a_bad_download_is_called_a_checksum_mismatch(tmp_path, monkeypatch, htt
                                          rf"expected {_sha(b'the real bytes')}, found {_sha(b'other bytes')}"):
         fetch("toy", manifest_path=mpath, progress=False)
     assert not (tmp_path / "cache" / "toy" / "stack.bin").exists()
+
+
+def test_random_forest_refuses_negative_annotations_like_the_unet(tmp_path):
+    from vemkit.pixel_classifier import PixelClassifier
+    from vemkit.train import plan_training
+
+    image, ann = _toy_training_data()
+    ann = ann.astype(np.int16)
+    ann[1, 30, 30] = -1
+    with pytest.raises(ValueError, match="annotations hold negative value -1 in section 1"):
+        PixelClassifier(["background", "fg"], n_estimators=5).fit(image, ann, voxel_size=(50, 5, 5), progress=False)
+    with pytest.raises(ValueError, match="negative value"):
+        plan_training(image, ann, voxel_size=(50, 5, 5), device="cpu")
