@@ -375,3 +375,22 @@ def test_random_forest_refuses_negative_annotations_like_the_unet(tmp_path):
         PixelClassifier(["background", "fg"], n_estimators=5).fit(image, ann, voxel_size=(50, 5, 5), progress=False)
     with pytest.raises(ValueError, match="negative value"):
         plan_training(image, ann, voxel_size=(50, 5, 5), device="cpu")
+
+
+@pytest.mark.parametrize("name, kw, match", [
+    ("load_sections", {"max_sections": 0}, "max_sections must be an integer >= 1"),
+    ("predict_sections", {"batch": -1}, "batch must be an integer >= 1"),
+    ("adapt_batchnorm", {"n_patches": float("nan")}, "n_patches must be an integer >= 1"),
+    ("label_free_scores", {"max_sections": 1.5}, "max_sections must be an integer >= 1"),
+])
+def test_domain_refuses_bad_numbers(model2d, name, kw, match):
+    from vemkit import domain
+    from vemkit.io import Volume
+
+    image = Volume.from_array(_image(), voxel_size=(50, 5, 5))
+    with pytest.raises(ValueError, match=match):
+        getattr(domain, name)(model2d, image, **kw)
+    with pytest.raises(ValueError, match="patch must be an integer >= 16"):
+        domain.domain_gap(model2d, image, image, patch=2)
+    with pytest.raises(ValueError, match="order must be an integer spline order 0..5"):
+        domain.resample_sections(image, (50, 10, 10), order=9)
