@@ -48,7 +48,8 @@ def test_predict_refuses_a_bad_batch_size(model2d, tmp_path, batch_size):
     ({"tta": "yes"}, "tta must be True or False"),
     ({"prefetch": -1}, "prefetch must be an integer >= 0"),
     ({"memory_limit": "-5GB"}, "memory_limit"),
-    ({"memory_limit": 10}, "memory_limit must be at least 1 MiB"),
+    ({"memory_limit": 0}, "memory_limit must be a size > 0"),
+    ({"memory_limit": float("inf")}, "memory_limit must be a number of bytes"),
     ({"intensity_range": (0, float("nan"))}, "intensity_range high must be a finite number"),
     ({"block": (1, 0, 64)}, "block must be three integers >= 1"),
 ])

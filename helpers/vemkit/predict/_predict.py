@@ -183,15 +183,13 @@ def _check_numbers(*, batch_size=None, tta=False, memory_limit=None, prefetch=1,
         raise ValueError(f"tta must be True or False, got {tta!r}")
     check_positive_int(prefetch, "prefetch", minimum=0)
     if memory_limit is not None:
-        from ._planning import MiB
-
         try:
             limit = _parse_memory(memory_limit)
         except (TypeError, ValueError):
             raise ValueError(f"memory_limit must be a number of bytes or a size such as '4GB', got "
                              f"{memory_limit!r}") from None
-        if limit < MiB:
-            raise ValueError(f"memory_limit must be at least 1 MiB, got {memory_limit!r}")
+        if limit <= 0:
+            raise ValueError(f"memory_limit must be a size > 0, got {memory_limit!r}")
     if intensity_range is not None:
         try:
             low, high = intensity_range
