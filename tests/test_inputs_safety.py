@@ -395,3 +395,10 @@ def test_domain_refuses_bad_numbers(model2d, name, kw, match):
         domain.domain_gap(model2d, image, image, patch=2)
     with pytest.raises(ValueError, match="order must be an integer spline order 0..5"):
         domain.resample_sections(image, (50, 10, 10), order=9)
+
+
+def test_seeded_watershed_refuses_a_nan_threshold():
+    from vemkit.instances import seeded_watershed
+
+    with pytest.raises(ValueError, match="threshold must be a finite number, got nan"):
+        seeded_watershed(np.zeros((2, 8, 8), np.float32), threshold=float("nan"))

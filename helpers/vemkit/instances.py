@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_integer_dtype, check_nonnegative
+from ._checks import check_integer_dtype, check_nonnegative, check_number
 from ._geometry import distance_transform
 from ._inputs import load_in_memory
 from ._masks import (
@@ -405,7 +405,7 @@ def seeded_watershed(foreground_prob, boundary_prob=None, distance=None, *, thre
     carried = getattr(foreground_prob, "voxel_size", None)
     bd = None if boundary_prob is None else _as_map(boundary_prob, "boundary_prob", fg.shape)
     dist = None if distance is None else _as_map(distance, "distance", fg.shape)
-    threshold, seed_threshold = float(threshold), float(seed_threshold)
+    threshold, seed_threshold = check_number(threshold, "threshold"), check_number(seed_threshold, "seed_threshold")
     needs_vs = min_seed_size_nm3 is not None or min_size_nm3 is not None or (bd is None and dist is None)
     vs = _resolve_voxel_size(voxel_size, carried, required=needs_vs, what="seeded_watershed")
     mask = fg > threshold
