@@ -131,7 +131,7 @@ def _toy_training_data(shape=(2, 64, 64)):
     ({"iterations": 2.5}, "iterations must be an integer >= 1"),
     ({"iterations": 0}, "iterations must be an integer >= 1"),
     ({"iterations": 1, "eval_every": 0}, "eval_every must be an integer >= 1"),
-    ({"iterations": 1, "checkpoint_every": float("nan")}, "checkpoint_every must be a number of seconds > 0"),
+    ({"iterations": 1, "checkpoint_every": float("nan")}, "checkpoint_every must be a number of seconds >= 0"),
 ])
 def test_finetune_refuses_a_budget_that_never_ends(tmp_path, kw, match):
     from vemkit.train import finetune

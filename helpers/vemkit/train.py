@@ -300,8 +300,8 @@ def _check_budget(minutes, iterations, extra_targets, eval_every, checkpoint_eve
     check_budget(minutes, iterations)
     if eval_every is not None:
         check_positive_int(eval_every, "eval_every")
-    if not checkpoint_every > 0:  # math.inf: no checkpoints
-        raise ValueError(f"checkpoint_every must be a number of seconds > 0, got {checkpoint_every!r}")
+    if not checkpoint_every >= 0:  # 0: after every step; math.inf: never
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
     for t in extra_targets:
         if t not in EXTRA_TARGETS:
             raise ValueError(f"unknown extra target {t!r}; choose from {EXTRA_TARGETS}")
