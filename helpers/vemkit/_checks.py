@@ -22,6 +22,9 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_nonempty",
+    "check_finite_block",
+    "check_annotation_values",
     "triple",
 ]
 
@@ -218,3 +221,86 @@ def triple(value, name: str, minimum: int = 0):
     if len(out) != 3 or min(out) < minimum:
         raise ValueError(f"{name} must be three integers >= {minimum} (z, y, x), got {value!r}")
     return out
+
+
+def check_nonempty(shape, name: str, source: str | None = None) -> None:
+    """Raise when a volume of ``shape`` holds no voxels (an axis of length 0), naming it and its shape.
+
+    Examples
+    --------
+    >>> check_nonempty((0, 64, 64), "image", "data.h5:/raw")
+    Traceback (most recent call last):
+    ...
+    ValueError: image 'data.h5:/raw' has shape (0, 64, 64): it holds no voxels
+    """
+    shape = tuple(int(s) for s in shape)
+    if not shape or min(shape) == 0:
+        label = f"{name} {source!r}" if source else name
+        raise ValueError(f"{label} has shape {shape}: it holds no voxels")
+
+
+def _region_text(region) -> str:
+    return ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("zyx"[-len(region):], region))
+
+
+def check_finite_block(block, name: str, region, halo=(0, 0, 0), shape=None) -> None:
+    """Raise when a block read from a volume holds NaN or infinite values, naming the part of the
+    volume read, how many bad voxels it holds and the first one (volume coordinates).
+
+    ``block`` is the block as read: ``region`` (slices into the volume) grown by ``halo`` voxels of
+    context on each side, mirrored where it leaves a volume of ``shape`` (mirrored copies are not
+    counted twice). Integer blocks pass without a scan. For per-block checks as a volume is read, so
+    that no pass over the whole volume is needed.
+
+    Examples
+    --------
+    >>> b = np.zeros((1, 8, 8), np.float32); b[0, 3, 4] = np.inf
+    >>> check_finite_block(b, "image", (slice(2, 3), slice(0, 8), slice(8, 16)))
+    Traceback (most recent call last):
+    ...
+    ValueError: image holds 1 NaN or infinite value(s) in z 2:3, y 0:8, x 8:16 (read for the block z 2:3, y 0:8, x 8:16), the first at (z, y, x) = (2, 3, 12); fill or mask them first
+    """
+    if not np.issubdtype(np.dtype(block.dtype), np.floating):
+        return
+    bad = ~np.isfinite(block)
+    if not bad.any():
+        return
+    halo = tuple(int(h) for h in halo)
+    if shape is None:
+        shape = tuple(s.stop for s in region)
+    starts = np.array([s.start - h for s, h in zip(region, halo)])
+    coords = np.argwhere(bad) + starts  # volume coordinates; mirrored copies fall outside the volume
+    inside = np.all((coords >= 0) & (coords < np.asarray(shape)), axis=1)
+    coords = coords[inside]
+    where = tuple(int(c) for c in coords[0]) if len(coords) else "outside the volume"
+    read = tuple(slice(max(0, s.start - h), min(int(n), s.stop + h)) for s, h, n in zip(region, halo, shape))
+    raise ValueError(
+        f"{name} holds {len(coords)} NaN or infinite value(s) in {_region_text(read)} (read for the block "
+        f"{_region_text(region)}), the first at (z, y, x) = {where}; fill or mask them first"
+    )
+
+
+def check_annotation_values(labels, n_values: int | None = None, where: str = "") -> None:
+    """Raise unless annotation values lie in 0..``n_values`` (0 = unlabelled, 1 = background, 2.. =
+    classes); negative values are refused always. ``where`` says which part was checked (``"in section 3"``).
+
+    The one check of annotation values that the U-Net and the random forest both make.
+
+    Examples
+    --------
+    >>> check_annotation_values(np.array([[0, 1, 2]]), 2)
+    >>> check_annotation_values(np.array([[0, -1, 2]]), 2, "in section 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: annotations hold negative value -1 in section 0; expected 0 = unlabelled, 1 = background, 2.. = classes
+    """
+    values = np.asarray(labels)
+    if values.size == 0:
+        return
+    suffix = f" {where}" if where else ""
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        raise ValueError(f"annotations hold negative value {low}{suffix}; expected 0 = unlabelled, 1 = background, "
+                         "2.. = classes")
+    if n_values is not None and high > n_values:
+        raise ValueError(f"annotations hold value {high}{suffix}, but the classes allow 0..{n_values}")

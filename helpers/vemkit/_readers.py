@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SUPPORTED_DTYPES",
     "detect_format",
+    "missing_slice_numbers",
     "natural_key",
     "read",
     "split_key",
@@ -327,6 +328,55 @@ def _slice_files(folder: Path):
     )
 
 
+def missing_slice_numbers(names) -> tuple[list[int], str | None]:
+    """Numbers missing from a run of numbered slice names, and the name the first missing one would have.
+
+    The names must share one pattern around their last number (``s_000.tif``, ``s_001.tif``, ...);
+    the step is the greatest common divisor of the numbers' differences, so every tenth slice
+    exported (0, 10, 20, ...) is no gap. ``([], None)`` for names without such a pattern.
+
+    Examples
+    --------
+    >>> missing_slice_numbers([f"s_{i:03d}.tif" for i in range(20) if i != 7])
+    ([7], 's_007.tif')
+    >>> missing_slice_numbers(["a0.png", "a10.png", "a20.png"])
+    ([], None)
+    """
+    parts = [re.fullmatch(r"(.*?)(\d+)(\D*)", str(n)) for n in names]
+    if len(names) < 3 or not all(parts) or len({(m[1], m[3]) for m in parts}) != 1:
+        return [], None
+    numbers = sorted(int(m[2]) for m in parts)
+    if len(set(numbers)) != len(numbers):
+        return [], None
+    step = int(np.gcd.reduce(np.diff(numbers)))
+    missing = sorted(set(range(numbers[0], numbers[-1] + 1, step)) - set(numbers))
+    if not missing:
+        return [], None
+    widths = {len(m[2]) for m in parts}
+    width = widths.pop() if len(widths) == 1 else 0
+    return missing, f"{parts[0][1]}{missing[0]:0{width}d}{parts[0][3]}"
+
+
+def _check_gaps(files, path, from_folder: bool):
+    """A folder of numbered slices with a number missing would load as a stack with one section fewer
+    (every section after the gap a section off): refused for a folder, a warning for a glob (the user's
+    explicit choice of files)."""
+    missing, example = missing_slice_numbers([f.name for f in files])
+    if not missing:
+        return
+    shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    text = (f"the slices in {str(path)!r} are numbered with {len(missing)} number(s) missing: {shown} (e.g. "
+            f"{example!r}); the stack would have {len(missing)} section(s) fewer and every section after a gap "
+            "would be off")
+    if from_folder:
+        pattern = str(Path(path) / ("*" + files[0].suffix))
+        raise ValueError(f"{text}. Restore the missing file(s), or open the glob {pattern!r} to accept the "
+                         f"{len(files)} slices as they are")
+    import warnings
+
+    warnings.warn(f"{text}; loading the {len(files)} slices the glob matches", UserWarning, stacklevel=4)
+
+
 def _read_image2d(path, key=None, level=0):
     import dask.array as da
 
@@ -352,6 +402,7 @@ def _read_slices(path, key=None, level=0):
         files = sorted((Path(f) for f in glob.glob(str(path)) if os.path.isfile(f)), key=lambda f: natural_key(f.name))
     if not files:
         raise FileNotFoundError(f"no 2D slices match {str(path)!r}")
+    _check_gaps(files, path, p.is_dir())
     first = _imread2d(files[0])
     if first.ndim != 2 and not (first.ndim == 3 and first.shape[-1] in (3, 4)):
         raise ValueError(f"{str(files[0])!r}: expected a 2D image for a slice stack, got shape {first.shape}")

@@ -18,13 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from ._blockwise import block_grid, check_block, read_clipped
-from ._checks import check_nonnegative
+from ._checks import check_nonnegative, check_number, check_positive_int
 from ._inputs import as_volume_array
 from ._masks import check_connectivity, label_dtype, min_voxel_count
 from ._progress import progress_bar
 from ._voxel import check_voxel_size
 
-__all__ = ["blockwise_options", "check_out", "face_edges", "face_offsets", "global_ids", "global_lut", "label_blocks", "relabelled"]
+#: Blocks smaller than this (voxels) are refused when the volume has more than :data:`MAX_SMALL_BLOCKS` of them.
+MIN_BLOCK_VOXELS = 16 * 16 * 16
+MAX_SMALL_BLOCKS = 1000
+
+__all__ = ["blockwise_options", "check_out", "check_block_count", "values_present", "face_edges", "face_offsets", "global_ids", "global_lut", "label_blocks", "relabelled"]
 
 
 def check_out(out, overwrite: bool) -> None:
@@ -59,9 +63,14 @@ def blockwise_options(source, out, method, block, halo, voxel_size, class_id, th
             "or give a bool/integer mask"
         )
     if threshold is not None:
-        threshold = float(threshold)
+        threshold = check_number(threshold, "threshold")
     connectivity = check_connectivity(connectivity)
     block = check_block(block, shape)
+    check_block_count(block, shape)
+    if class_id is not None and (isinstance(class_id, (bool, np.bool_)) or not isinstance(class_id, (int, np.integer))):
+        raise ValueError(f"class_id must be an integer label value, got {class_id!r}")
+    if n_workers is not None:
+        n_workers = check_positive_int(n_workers, "n_workers")
     if method == "watershed":
         if vs is None:
             raise ValueError('method="watershed" needs voxel_size=(z, y, x) in nm')
@@ -89,6 +98,44 @@ def blockwise_options(source, out, method, block, halo, voxel_size, class_id, th
                     "threshold": threshold, "connectivity": connectivity, "min_voxels": min_voxels,
                     "min_distance_nm": min_distance_nm, "h": h, "stitch_overlap": stitch_overlap,
                     "n_workers": n_workers}
+
+
+def check_block_count(block, shape) -> None:
+    """Refuse tiny blocks on a volume that needs many of them: every block costs a task, a read, a
+    write and its faces to stitch (about a millisecond), so ``block=(1, 1, 1)`` on a 16 x 256 x 256
+    volume would run for many minutes for a second's work.
+
+    Examples
+    --------
+    >>> check_block_count((3, 7, 5), (11, 23, 29))        # 96 small blocks: fine
+    >>> check_block_count((1, 1, 1), (16, 256, 256))
+    Traceback (most recent call last):
+    ...
+    ValueError: block (1, 1, 1) splits the volume (16, 256, 256) into 1048576 blocks of 1 voxel(s): each block costs a task, a read, a write and the stitching of its faces, so this would run for minutes; use blocks of at least 4096 voxels, e.g. (16, 256, 256)
+    """
+    voxels = int(np.prod(block))
+    n_blocks = int(np.prod([math.ceil(int(s) / int(b)) for s, b in zip(shape, block)]))
+    if voxels < MIN_BLOCK_VOXELS and n_blocks > MAX_SMALL_BLOCKS:
+        suggestion = tuple(min(int(s), b) for s, b in zip(shape, (64, 256, 256)))
+        raise ValueError(
+            f"block {tuple(block)} splits the volume {tuple(int(s) for s in shape)} into {n_blocks} blocks of "
+            f"{voxels} voxel(s): each block costs a task, a read, a write and the stitching of its faces, so this "
+            f"would run for minutes; use blocks of at least {MIN_BLOCK_VOXELS} voxels, e.g. {suggestion}"
+        )
+
+
+def values_present(source, block, limit: int = 20) -> list:
+    """The distinct values of a volume (at most ``limit`` of them, smallest first), block by block."""
+    import fastremap
+
+    regions, _ = block_grid(tuple(int(s) for s in source.shape), block)
+    values = set()
+    for region in regions.values():
+        data, _ = read_clipped(source, region, (0, 0, 0))
+        values.update(fastremap.unique(np.asarray(data)).tolist())
+        if len(values) > 10 * limit:
+            break
+    return sorted(values)[:limit]
 
 
 def label_blocks(source, block, halo, label_fn, n_workers, path, progress):

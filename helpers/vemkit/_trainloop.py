@@ -16,10 +16,47 @@ from __future__ import annotations
 import math
 import time
 
+from ._checks import check_positive, check_positive_int
 from ._precision import training_precision
 from ._progress import progress_bar
 
-__all__ = ["TrainLoop", "optimizer_step", "run_environment"]
+__all__ = ["TrainLoop", "NonFiniteLossError", "check_budget", "optimizer_step", "run_environment"]
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite: training stops before the step that would spread it
+    into the weights (and nothing is saved as if it were a trained model)."""
+
+
+def check_budget(minutes, iterations):
+    """``(minutes, iterations)`` checked: at least one given, minutes a finite number > 0, iterations an
+    integer >= 1 (a NaN budget would never end a run).
+
+    Examples
+    --------
+    >>> check_budget(1, None)
+    (1.0, None)
+    >>> check_budget(float("nan"), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: minutes must be a finite number > 0, got nan
+    """
+    if minutes is None and iterations is None:
+        raise ValueError("give a budget: minutes=... and/or iterations=...")
+    minutes = None if minutes is None else check_positive(minutes, "minutes")
+    iterations = None if iterations is None else check_positive_int(iterations, "iterations")
+    return minutes, iterations
+
+
+def check_loss(loss, step: int) -> None:
+    """Raise :class:`NonFiniteLossError` when ``loss`` (a tensor) is NaN or infinite at iteration ``step``."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the training loss became {value} at iteration {step}: training stopped and nothing was saved from "
+            "it. Usual causes: NaN or infinite values in the image, a learning rate too high, or fp16 overflow "
+            "(try amp='bf16' or amp=False)"
+        )
 
 
 def optimizer_step(loss, opt, scaler=None):
@@ -154,6 +191,10 @@ class TrainLoop:
             ``checkpoint(step, seconds, history)`` at most every ``checkpoint_every`` seconds.
         """
 
+        if minutes is not None or iterations is not None:
+            minutes, iterations = check_budget(minutes, iterations)
+        if validate is not None:
+            eval_every = check_positive_int(eval_every, "eval_every")
         budget = minutes * 60 if minutes is not None else math.inf
         self.t0 = t0 = time.perf_counter() - elapsed
         last_ckpt = time.perf_counter()
@@ -170,6 +211,7 @@ class TrainLoop:
             for g in self.opt.param_groups:
                 g["lr"] = self.lr * (1 - fraction) ** 0.9
             loss, logs = self.forward_and_loss(fraction)
+            check_loss(loss, self.step + 1)  # before the step: NaN must not reach the weights
             optimizer_step(loss, self.opt, self.scaler)
             self.step += 1
             self._record(history, logs, time.perf_counter() - t0, bar)

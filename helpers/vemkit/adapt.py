@@ -37,7 +37,8 @@ from ._device import resolve_device
 from ._inputs import as_volume_array
 from ._losses import masked_losses
 from ._sections import as_model, replace_network, with_voxel_size, zoom2d
-from ._trainloop import TrainLoop, run_environment
+from ._checks import check_nonnegative, check_positive, check_positive_int
+from ._trainloop import TrainLoop, check_budget, run_environment
 from .augment import AugmentConfig, Augmenter
 from .domain import adapt_batchnorm, histogram_normalization, load_sections
 from .models import ConvBlock
@@ -197,6 +198,19 @@ def _patches(x, labels, n, patch, rng):
 
 
 # --------------------------------------------------------------------------------------- training
+def _check_numbers(method, minutes, iterations, patch, batch_size, lr, reconstruction_weight, domain_weight,
+                   max_sections):
+    """Every numeric keyword of :func:`adapt`, before any work (a NaN budget would never end a run)."""
+    if method in ("ynet", "dann"):
+        check_budget(minutes, iterations)
+    check_positive_int(patch, "patch", minimum=16)
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(max_sections, "max_sections")
+    check_positive(lr, "lr")
+    check_nonnegative(reconstruction_weight, "reconstruction_weight")
+    check_nonnegative(domain_weight, "domain_weight")
+
+
 def adapt(model, source, source_annotations, target, *, method: str = "ynet", out=None, minutes: float | None = None,
           iterations: int | None = None, source_voxel_size=None, target_voxel_size=None, patch: int = 256,
           batch_size: int = 4, lr: float = 2e-4, reconstruction_weight: float = 5.0, domain_weight: float = 0.3,
@@ -269,6 +283,8 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     """
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
+    _check_numbers(method, minutes, iterations, patch, batch_size, lr, reconstruction_weight, domain_weight,
+                   max_sections)
     out = output_directory(out, overwrite)
     model = as_model(model)
     target_v, tvs = _target_volume(model, target, target_voxel_size)
@@ -276,8 +292,6 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
     t0 = time.perf_counter()
     if method in ("histogram", "adabn"):
         return _finish(_untrained(method, model, source, source_voxel_size, target_v, patch, dev, seed), out, overwrite)
-    if minutes is None and iterations is None:
-        raise ValueError("give a budget: minutes=... and/or iterations=...")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     xs, ys, s_sections = _source_sections(model, source, source_annotations, source_voxel_size, max_sections)

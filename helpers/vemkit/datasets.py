@@ -12,8 +12,10 @@ Not for: reading arbitrary files (:func:`vemkit.io.open_volume`) or synthetic da
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -136,13 +138,16 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
         for f in progress_bar(wanted, desc=f"fetch {name}", unit="file", disable=not progress):
             processor = pooch.Unzip(extract_dir=f["path"] + ".unzip") if f.get("unpack") == "zip" else None
             try:
-                store.fetch(f["path"], processor=processor, progressbar=False)
+                _fetch_one(store, f["path"], processor)
             except ValueError as err:  # hash mismatch: pooch has already removed the download
+                found = re.search(r"but got ([0-9a-fA-F]{64})", str(err))
                 raise ValueError(
-                    f"dataset {name!r}: {f['path']} does not match its SHA-256 in the manifest ({err}). "
+                    f"dataset {name!r}: checksum mismatch: {f['path']} does not match its SHA-256 in the manifest: "
+                    f"expected {f['sha256']}, found {found[1] if found else 'another'} (downloaded from {f['url']}). "
                     f"The bad file was not kept; delete any copy in {folder} and fetch again."
                 ) from err
             except Exception as err:  # requests' connection errors, HTTP errors, full disk ...
+                _refuse_tampered(name, folder / f["path"], f["sha256"], err)
                 raise ConnectionError(
                     f"dataset {name!r}: could not get {f['path']} from {f['url']} ({type(err).__name__}: {err}). "
                     f"Check the network, or set {ENV_VAR} to a folder that already holds the dataset "
@@ -151,6 +156,39 @@ def fetch(name: str, *, files: list[str] | None = None, progress: bool = True, m
     finally:
         logger.setLevel(old_level)
     return folder
+
+
+def _fetch_one(store, path: str, processor) -> None:
+    """``store.fetch``; a ValueError only for a checksum mismatch (pooch raises one for a bad URL too,
+    which is a download that failed: OSError)."""
+    try:
+        store.fetch(path, processor=processor, progressbar=False)
+    except ValueError as err:
+        if "does not match the known hash" not in str(err):
+            raise OSError(str(err)) from err
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _refuse_tampered(name: str, path: Path, expected: str, err: Exception) -> None:
+    """When fetching a fresh copy failed because a cached file's checksum is wrong (pooch downloads
+    again then, and keeps the old file if that fails), say so: the network is not the first problem."""
+    if not path.is_file():
+        return
+    found = _sha256(path)
+    if found != expected:
+        raise ValueError(
+            f"dataset {name!r}: checksum mismatch: the cached file {path} has SHA-256 {found}, but the manifest "
+            f"expects {expected}: it was changed or damaged after it was downloaded. Fetching a fresh copy failed "
+            f"too ({type(err).__name__}: {err}); delete the file and fetch again when the source is reachable."
+        ) from err
 
 
 @dataclass

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._checks import check_positive_int
 from ._featuredist import mmd2, pooled_features, proxy_a_distance
 from ._inputs import as_volume_array
 from ._sections import as_model, pick_sections, random_patches, replace_network, run_2d, softmax, zoom2d, zoom_factor
@@ -76,6 +77,7 @@ def load_sections(model, image, *, voxel_size=None, sections=None, max_sections:
     >>> x.shape, picked, factor
     ((3, 80, 80), [0, 2, 5], 2.0)
     """
+    check_positive_int(max_sections, "max_sections")
     model = as_model(model)
     from ._intensity import apply_mapping, input_mapping
 
@@ -112,6 +114,8 @@ def predict_sections(model, image, *, voxel_size=None, sections=None, max_sectio
     >>> p.shape, picked
     ((2, 2, 30, 30), [0, 3])
     """
+    check_positive_int(max_sections, "max_sections")
+    check_positive_int(batch, "batch")
     model = as_model(model)
     from ._device import resolve_device
 
@@ -157,6 +161,8 @@ def resample_sections(image, to_voxel_size, *, voxel_size=None, order: int = 1):
     >>> vol.shape, vol.voxel_size, vol.dtype
     ((3, 125, 125), (50.0, 4.0, 4.0), dtype('uint8'))
     """
+    if order not in range(6):
+        raise ValueError(f"order must be an integer spline order 0..5, got {order!r}")
     import dask.array as da
 
     from ._volume import Volume
@@ -287,6 +293,9 @@ def adapt_batchnorm(model, target, *, voxel_size=None, n_patches: int = 64, patc
     >>> adapted.training["adaptation"]["method"]
     'adabn'
     """
+    check_positive_int(n_patches, "n_patches")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(patch, "patch", minimum=16)
     model = as_model(model)
     import torch
 
@@ -380,6 +389,7 @@ def label_free_scores(model, image, *, voxel_size=None, sections=None, max_secti
     >>> sorted(label_free_scores(model, img, voxel_size=(50, 5, 5)))
     ['confidence', 'flip_agreement', 'foreground_fraction', 'sections']
     """
+    check_positive_int(max_sections, "max_sections")
     model = as_model(model)
     from ._device import resolve_device
 
@@ -475,6 +485,9 @@ def domain_gap(model, source, target, *, source_voxel_size=None, target_voxel_si
     >>> round(gap.zoom, 2), gap.advice[0].split(":")[0]
     (2.0, 'resample')
     """
+    check_positive_int(n_patches, "n_patches")
+    check_positive_int(max_sections, "max_sections")
+    check_positive_int(patch, "patch", minimum=16)
     model = as_model(model)
     from scipy.stats import wasserstein_distance
 

@@ -26,11 +26,12 @@ Not for: thresholding grey values (:mod:`vemkit.segment_classic`), predicting pr
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_integer_dtype, check_nonnegative
+from ._checks import check_integer_dtype, check_nonnegative, check_number
 from ._geometry import distance_transform
 from ._inputs import load_in_memory
 from ._masks import (
@@ -48,7 +49,7 @@ from ._masks import (
 )
 from ._outputs import check_output
 from ._peaks import distance_seeds
-from ._stitching import blockwise_options, face_edges, global_lut, label_blocks, relabelled
+from ._stitching import blockwise_options, face_edges, global_lut, label_blocks, relabelled, values_present
 from .io import write_labels, write_ome_zarr
 
 __all__ = [
@@ -405,7 +406,7 @@ def seeded_watershed(foreground_prob, boundary_prob=None, distance=None, *, thre
     carried = getattr(foreground_prob, "voxel_size", None)
     bd = None if boundary_prob is None else _as_map(boundary_prob, "boundary_prob", fg.shape)
     dist = None if distance is None else _as_map(distance, "distance", fg.shape)
-    threshold, seed_threshold = float(threshold), float(seed_threshold)
+    threshold, seed_threshold = check_number(threshold, "threshold"), check_number(seed_threshold, "seed_threshold")
     needs_vs = min_seed_size_nm3 is not None or min_size_nm3 is not None or (bd is None and dist is None)
     vs = _resolve_voxel_size(voxel_size, carried, required=needs_vs, what="seeded_watershed")
     mask = fg > threshold
@@ -545,8 +546,12 @@ def instances_blockwise(mask_or_volume, out=None, *, method: str = "cc", block=(
 def _stitched(source, opts, path, progress):
     """The three passes: label the blocks, merge ids across faces, relabel (a lazy dask array)."""
 
+    found = []  # blocks holding foreground (a class_id absent from the volume is worth a warning)
+
     def label(data, inner):
         mask = _to_mask(data, opts["class_id"], opts["threshold"])
+        if not found and mask.any():
+            found.append(True)
         if opts["method"] == "cc":
             return components(mask, opts["connectivity"])[0]
         local = distance_watershed(mask, opts["vs"], min_distance_nm=opts["min_distance_nm"], h=opts["h"])
@@ -554,6 +559,11 @@ def _stitched(source, opts, path, progress):
 
     block, n_workers = opts["block"], opts["n_workers"]
     store, offsets, counts = label_blocks(source, block, opts["halo"], label, n_workers, path, progress)
+    if opts["class_id"] is not None and not found:
+        present = values_present(source, block)
+        warnings.warn(f"class_id={opts['class_id']} is not in the volume, so there are no objects; its values are "
+                      f"{', '.join(map(str, present))}{' ...' if len(present) == 20 else ''}", UserWarning,
+                      stacklevel=3)
     edges = face_edges(store, block, offsets, opts["connectivity"], opts["stitch_overlap"], n_workers, progress)
     return relabelled(store, offsets, global_lut(counts, edges, opts["min_voxels"]))
 

@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from ._annotations import Annotations
 from ._blockwise import map_with_halo, read_with_halo
+from ._checks import check_annotation_values
 from ._intensity import sample_values
 from ._modeldir import FOREST_KIND, NotAModelDirectory, read_config
 from ._outputs import check_output
@@ -203,6 +204,7 @@ class PixelClassifier:
             raise ValueError("the annotations are empty: paint some background and some of each class first")
         for z in progress_bar(zs, desc="features of annotated sections", unit="section", disable=not progress):
             labels = np.asarray(ann_array[z])
+            check_annotation_values(labels, n_values, f"in section {z}")  # negative values too (as the U-Net)
             if labels.max() > n_values:
                 raise ValueError(
                     f"annotations hold value {int(labels.max())} in section {z}; the classes {self.classes} "

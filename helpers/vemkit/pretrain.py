@@ -22,7 +22,8 @@ import numpy as np
 
 from ._device import resolve_device
 from ._losses import masked_losses
-from ._trainloop import TrainLoop, run_environment
+from ._checks import check_positive, check_positive_int
+from ._trainloop import TrainLoop, check_budget, run_environment
 from .augment import AugmentConfig, Augmenter
 
 __all__ = ["SOURCES", "pretrain", "marginal_cross_entropy"]
@@ -184,8 +185,9 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{str(out)!r} exists and is not empty; choose another directory")
-    if minutes is None and iterations is None:
-        raise ValueError("give a budget: minutes and/or iterations")
+    minutes, iterations = check_budget(minutes, iterations)
+    patch, batch_size = check_positive_int(patch, "patch", minimum=16), check_positive_int(batch_size, "batch_size")
+    lr = check_positive(lr, "lr")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -31,7 +31,8 @@ from ._losses import EXTRA_TARGETS, extra_target_losses, masked_losses  # noqa: 
 from ._patches import PatchSampler, load_region
 from ._progress import headless
 from ._sections import with_voxel_size
-from ._trainloop import TrainLoop, run_environment
+from ._checks import check_finite_block, check_positive_int
+from ._trainloop import TrainLoop, check_budget, run_environment
 from ._trainplan import TrainingPlan, fingerprint, plan_training
 from ._voxel import check_voxel_size
 
@@ -165,7 +166,7 @@ def finetune(image, annotations, *, classes=None, base="auto", out=None, plan: T
 
     from .models import SegmentationModel
 
-    _check_budget(minutes, iterations, extra_targets)
+    _check_budget(minutes, iterations, extra_targets, eval_every, checkpoint_every)
     out = output_directory(out, overwrite)
     dev = resolve_device(device)
     job = _job(image, annotations, classes, base, plan, voxel_size, extra_targets, dev)
@@ -235,7 +236,13 @@ def _training_data(job, validation, rng):
 
     data, plan, n_classes = job["data"], job["plan"], len(job["classes"])
     low, high = intensity_range(data, plan.normalization.get("lower", 1.0), plan.normalization.get("upper", 99.0))
-    img, lab, offset = load_region(data, job["ann"], plan, low, high, n_classes)
+    finite = bool(np.isfinite([low, high]).all())
+    # NaN or infinity in the patches' region would make every weight NaN: refuse it, saying where
+    img, lab, offset = load_region(data, job["ann"], plan, low if finite else 0.0, high if finite else 1.0, n_classes)
+    check_finite_block(img, "the image", tuple(slice(o, o + n) for o, n in zip(offset, img.shape)))
+    if not finite:
+        raise ValueError("the grey values sampled from the image to fix its intensity range hold NaN or infinite "
+                         "values: fill or mask them first")
     val_sections = [z - offset[0] for z in plan.validation_sections] if validation in ("auto", None) and plan.ndim == 2 else []
     if validation is None:
         val_sections = []
@@ -290,13 +297,12 @@ def _record(job, head_note, loop, resumed_from, seed, intensity, history) -> dic
     }
 
 
-def _check_budget(minutes, iterations, extra_targets):
-    if minutes is None and iterations is None:
-        raise ValueError("give a budget: minutes=... and/or iterations=...")
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if minutes is not None and minutes <= 0:
-        raise ValueError(f"minutes must be > 0, got {minutes}")
+def _check_budget(minutes, iterations, extra_targets, eval_every, checkpoint_every):
+    check_budget(minutes, iterations)
+    if eval_every is not None:
+        check_positive_int(eval_every, "eval_every")
+    if not checkpoint_every >= 0:  # 0: after every step; math.inf: never
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
     for t in extra_targets:
         if t not in EXTRA_TARGETS:
             raise ValueError(f"unknown extra target {t!r}; choose from {EXTRA_TARGETS}")

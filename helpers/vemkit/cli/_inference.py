@@ -157,26 +157,32 @@ def add_evaluate(sub):
     p.add_argument("--pred", required=True)
     p.add_argument("--truth", required=True)
     p.add_argument("--ignore", help="mask of voxels to ignore (nonzero = ignored)")
-    p.add_argument("--kind", choices=["semantic", "instances"], default="semantic")
+    p.add_argument("--kind", choices=["semantic", "instances"],
+                   help="semantic classes or instance labels (default: semantic; inputs with more than "
+                        "64 distinct labels are refused until --kind says which)")
     p.add_argument("--out", required=True, help="metrics.json")
     add_common(p, overwrite=True)
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args):
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(out)!r} already exists; pass --overwrite to replace it")
     pred = open_volume(args.pred, warn_missing_voxel_size=False)
     truth = open_volume(args.truth, warn_missing_voxel_size=False)
     ignore = None
     if args.ignore:
         ignore = open_volume(args.ignore, warn_missing_voxel_size=False).data.astype(bool)
-    result = evaluate(pred.data, truth.data, kind=args.kind, ignore=ignore)
-    result = {"pred": args.pred, "truth": args.truth, "kind": args.kind, **result}
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{str(out)!r} already exists; pass --overwrite to replace it")
+    try:
+        result = evaluate(pred.data, truth.data, kind=args.kind or "auto", ignore=ignore)
+    except ValueError as err:
+        raise ValueError(str(err).replace("kind='instances'", "--kind instances")
+                         .replace("kind='semantic'", "--kind semantic")) from None
+    result = {"pred": args.pred, "truth": args.truth, **result}
     out.write_text(json.dumps(result, indent=1, allow_nan=False))
     headline = {k: result[k] for k in ("mean_iou", "mean_ap", "adapted_rand_error", "vi") if k in result}
-    print(f"{args.kind} evaluation -> {out}: {headline}")
+    print(f"{result['kind']} evaluation -> {out}: {headline}")
     return 0
 
 

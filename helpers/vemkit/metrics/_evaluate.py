@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .._contingency import confusion, count_pairs, default_labels, nanmean, ratio, scores_from_confusion
+from .._contingency import count_pairs, default_labels, nanmean, ratio, scores_from_confusion
 from ._instances import (
     ap_from_overlaps,
     are_from_table,
@@ -19,6 +19,26 @@ from ._instances import (
     overlaps,
     vi_from_table,
 )
+
+#: With ``kind="auto"``, more distinct labels than this in either input look like instance labels.
+MAX_AUTO_CLASSES = 64
+
+
+def _semantic_table(pred, truth, ignore, kind):
+    """The contingency table for semantic scoring; with ``kind="auto"``, refuse inputs that look like
+    instance labels (one pass over the data either way)."""
+    table, both_bool = count_pairs(pred, truth, ignore)
+    if kind == "auto":
+        for name, labels in (("truth", table.truth), ("pred", table.pred)):
+            n = len(np.unique(labels[labels != 0]))
+            if n > MAX_AUTO_CLASSES:
+                raise ValueError(
+                    f"{name} holds {n} distinct labels: it looks like instance labels, which semantic scoring would "
+                    f"treat as {n} classes (a meaningless mean IoU). Say which: kind='instances' to match objects, "
+                    "or kind='semantic' to score every label as a class (--kind on the command line)"
+                )
+    return table, both_bool
+
 
 def _json_key(key) -> str:
     if isinstance(key, (float, np.floating)):
@@ -41,15 +61,18 @@ def _json_ready(value):
     return value
 
 
-def evaluate(pred, truth, kind="semantic", ignore=None, *, thresholds=None) -> dict:
+def evaluate(pred, truth, kind="auto", ignore=None, *, thresholds=None) -> dict:
     """All scores of one kind in one pass over the data, as a JSON-ready dict (``metrics.json``).
 
     Parameters
     ----------
     pred, truth : array-like, dask array or Volume of the same shape, integer (or bool for semantic)
         Prediction and ground truth. dask arrays and Volumes are counted block by block, once.
-    kind : {"semantic", "instances"}
-        ``"semantic"``: class masks (0 = background). ``"instances"``: instance labels.
+    kind : {"auto", "semantic", "instances"}
+        ``"semantic"``: class masks (0 = background). ``"instances"``: instance labels. ``"auto"``
+        (default): semantic, unless either input holds more than :data:`MAX_AUTO_CLASSES` distinct
+        labels; then it looks like instance labels and a ``ValueError`` asks for ``kind`` (guessing
+        could give plausible-looking numbers for the wrong question).
     ignore : bool array of the same shape, or int, optional
         Voxels left out: True in a mask, or where ``truth`` equals the given value.
     thresholds : sequence of float, optional
@@ -82,8 +105,9 @@ def evaluate(pred, truth, kind="semantic", ignore=None, *, thresholds=None) -> d
     >>> evaluate(pred > 0, truth > 0)["classes"]["1"]["iou"]
     0.5714285714285714
     """
-    if kind == "semantic":
-        cm, both_bool = confusion(pred, truth, None, ignore)
+    if kind in ("auto", "semantic"):
+        table, both_bool = _semantic_table(pred, truth, ignore, kind)
+        cm = table.to_dense()
         scores = scores_from_confusion(cm, default_labels(cm, both_bool, ignore))
         total = int(cm.sum())
         result = {
@@ -116,5 +140,5 @@ def evaluate(pred, truth, kind="semantic", ignore=None, *, thresholds=None) -> d
             "rand_merge_score": rand_merge,
         }
     else:
-        raise ValueError(f'kind must be "semantic" or "instances", got {kind!r}')
+        raise ValueError(f'kind must be "auto", "semantic" or "instances", got {kind!r}')
     return _json_ready(result)

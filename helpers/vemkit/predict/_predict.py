@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._blockwise import block_starts
-from .._checks import check_grey_dtype, triple
+from .._checks import check_grey_dtype, check_nonempty, check_number, check_positive_int, triple
 from .._device import resolve_device
 from .._inputs import as_volume_array
 from .._intensity import input_mapping
@@ -109,10 +109,12 @@ def estimate(model, image, *, device="auto", block=None, halo=None, batch_size=N
     >>> plan.block, plan.halo
     ((4, 100, 100), (0, 24, 24))
     """
+    batch_size = _check_numbers(batch_size=batch_size, tta=tta, memory_limit=memory_limit)
     dev = resolve_device(device)
     net = resolve_network(model, halo=triple(halo, "halo"))
-    data = as_volume_array(image, "image").data
+    data, _, source = as_volume_array(image, "image")
     shape = tuple(int(s) for s in data.shape)
+    check_nonempty(shape, "image", source)
     halo_t = tuple(net.halo)
     n_out = net.n_classes + len(net.extra_targets) if probabilities else 1
     bp = plan_blocks(net, shape, dev, halo_t, triple(block, "block", minimum=1), batch_size, memory_limit, n_out)
@@ -180,6 +182,42 @@ class _Job:
         return self.net.n_classes + len(self.net.extra_targets)
 
 
+def _check_numbers(*, batch_size=None, tta=False, memory_limit=None, prefetch=1, intensity_range=None):
+    """Every numeric keyword of :func:`estimate` / :func:`predict_volume` checked before any work;
+    returns ``batch_size`` as an int (or None)."""
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    if not isinstance(tta, (bool, np.bool_)):
+        raise ValueError(f"tta must be True or False, got {tta!r}")
+    check_positive_int(prefetch, "prefetch", minimum=0)
+    if memory_limit is not None:
+        try:
+            limit = _parse_memory(memory_limit)
+        except (TypeError, ValueError):
+            raise ValueError(f"memory_limit must be a number of bytes or a size such as '4GB', got "
+                             f"{memory_limit!r}") from None
+        if limit <= 0:
+            raise ValueError(f"memory_limit must be a size > 0, got {memory_limit!r}")
+    if intensity_range is not None:
+        try:
+            low, high = intensity_range
+        except (TypeError, ValueError):
+            raise ValueError(f"intensity_range must be (low, high), got {intensity_range!r}") from None
+        check_number(low, "intensity_range low")
+        check_number(high, "intensity_range high")
+    return batch_size
+
+
+def _parse_memory(value) -> float:
+    import dask
+
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError("a bool is no size")
+    number = float(dask.utils.parse_bytes(value) if isinstance(value, str) else value)
+    check_number(number, "memory_limit")
+    return number
+
+
 def _check_output_options(o: _Options) -> None:
     if o.prob_dtype not in _PROB_DTYPES:
         raise ValueError(f"prob_dtype must be one of {_PROB_DTYPES}, got {o.prob_dtype!r}")
@@ -192,6 +230,7 @@ def _check_output_options(o: _Options) -> None:
 def _open_input(net: Network, image):
     """``(data, voxel size, source)`` of the image, checked to be grey values the network can take."""
     data, voxel_size, source = as_volume_array(image, "image")
+    check_nonempty(data.shape, "image", source)
     check_grey_dtype(data, "image")
     if net.in_channels != 1:
         raise ValueError(f"the model takes {net.in_channels} input channels but EM volumes have 1")
@@ -202,8 +241,17 @@ def _intensity(net: Network, data, intensity_range):
     """``(low, high, lut)``: grey values mapped to 0 and 1, fixed for the whole volume."""
     lut = None
     if intensity_range is None:
-        low, scale, lut = input_mapping(net.normalization, data)
+        nan_text = ("the grey values sampled from the image to fix its intensity range hold NaN or infinite "
+                    "values: fill or mask them first")
+        try:
+            low, scale, lut = input_mapping(net.normalization, data)
+        except ValueError as err:  # its range check sees (nan, nan)
+            if "nan" not in str(err):
+                raise
+            raise ValueError(nan_text) from err
         high = low + 1.0 / scale
+        if not (np.isfinite([low, high]).all() and (lut is None or np.isfinite(lut[0]).all())):
+            raise ValueError(nan_text)
     else:
         low, high = (float(v) for v in intensity_range)
     if not high > low:
@@ -300,6 +348,8 @@ def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionRe
     still to do, finish the output."""
     t_start = time.perf_counter()
     _check_output_options(o)
+    o.batch_size = _check_numbers(batch_size=o.batch_size, tta=o.tta, memory_limit=o.memory_limit,
+                                  prefetch=o.prefetch, intensity_range=o.intensity_range)
     # before any work: never where it reads (image, model directory), a writable folder
     root = check_output(root, [image, *([model] if isinstance(model, (str, os.PathLike)) else [])],
                         overwrite=o.overwrite, exists_ok=True)

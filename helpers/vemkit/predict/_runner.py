@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._blockwise import read_with_halo
+from .._checks import check_finite_block
 from .._device import resolve_device
 from .._intensity import apply_mapping
 from ._network import Network, fuse_conv_bn, kept_unet, unet_forward_kept
@@ -103,6 +104,8 @@ class Runner:
         # raw grey values (uint8 is 4x smaller than float32 while waiting in the prefetch queue and on
         # its way to the GPU); :meth:`infer` normalises them on the device
         data = np.ascontiguousarray(read_with_halo(self.source, region, self.s.halo))
+        # NaN or infinity would spread through the network's convolutions into wrong labels all around
+        check_finite_block(data, "the image", region, self.s.halo, self.source.shape)
         if self.s.lut is not None:  # histogram normalisation: a monotone look-up, then low = 0, scale = 1
             data = apply_mapping(data, 0.0, 1.0, self.s.lut)
         if not data.dtype.isnative:  # torch takes native byte order only
