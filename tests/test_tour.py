@@ -120,7 +120,8 @@ def test_the_tour_prints_one_line_per_notebook_and_logs_the_rest(tmp_path, capfd
     lines = out.strip().splitlines()
     steps = [line for line in lines if line.startswith("[")]
     assert [line.split(":")[0] for line in steps] == [f"[{i}/5] {TITLES[stem]}" for i, stem in enumerate(NOTEBOOKS, 1)]
-    assert len(lines) == 3 + 5 + 1 and "tour.log" in lines[-1]  # where, data, device; the steps; the end
+    assert len(lines) == 3 + 5 + 2  # where, data, device; the steps; the report and the log
+    assert lines[-2].endswith(str(res.report)) and lines[-1].endswith("tour.log)")
     # the kernels' and papermill's messages are in the log, not on the terminal
     log = (tmp_path / "t" / "tour.log").read_text()
     assert "kernel noise on stderr" in log and "kernel noise" not in out + err

@@ -446,24 +446,7 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         "source": _provenance.source_info(), "steps": [], "models": [],
     }
     (out / "notebooks").mkdir(exist_ok=True)
-    previous: dict = {}
-    failure = None
-    with _kernel_of_this_python() as kernel, _headless(), (out / "tour.log").open("a") as log:
-        for i, stem in enumerate(NOTEBOOKS, 1):
-            params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
-                                     data_dir=data.get("cache"), previous=previous)
-            label = f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]}"
-            live = progress and sys.stdout.isatty()  # a terminal: "label ..." while it runs, rewritten at its end
-            if live:
-                print(f"{label} ...", end="", flush=True)
-            step, failure = _run_notebook(stem, params, nb_dir, out, kernel, log)
-            record["steps"].append(step)
-            back = "\r\033[K" if live else ""
-            if failure is not None:
-                say(f"{back}{label}: {step['status']} after {step['seconds']:.0f} s")
-                break
-            previous[stem] = step["metrics"]
-            say(f"{back}{label}: {step['seconds']:.0f} s; {headline(stem, step['metrics']) or 'done'}")
+    previous, failure = _run_chain(record, nb_dir, out, device=device, quick=quick, progress=progress)
     report = _finish_record(record, out, previous, started, failure)
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
@@ -471,7 +454,7 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         bad = next(s for s in record["steps"] if s["status"] in ("failed", "interrupted"))
         raise TourError(f"notebook {bad['notebook']} failed: {bad['error']}\nexecuted notebook with the traceback: "
                         f"{bad['executed']}\npartial report: {report}\nlog: {out / 'tour.log'}") from failure
-    say(f"tour complete in {record['seconds']:.0f} s; kernels' and papermill's messages: {out / 'tour.log'}")
+    say(f"tour complete in {record['seconds']:.0f} s: {report}\n(the notebooks' messages: {out / 'tour.log'})")
     return TourResult(out=out, report=report, record=record)
 
 
@@ -518,6 +501,34 @@ def _output_to(log):
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
+
+
+def _run_chain(record: dict, nb_dir: Path, out: Path, *, device: str, quick: bool, progress: bool):
+    """Run the notebooks in order, each on the previous one's outputs, one line each on the terminal.
+
+    Returns the ``metrics.json`` of those that ran, by stem, and the exception that stopped the chain (or None).
+    """
+    say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+    data = record["dataset"]
+    previous: dict = {}
+    failure = None
+    with _kernel_of_this_python() as kernel, _headless(), (out / "tour.log").open("a") as log:
+        for i, stem in enumerate(NOTEBOOKS, 1):
+            params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
+                                     data_dir=data.get("cache"), previous=previous)
+            label = f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]}"
+            live = progress and sys.stdout.isatty()  # a terminal: "label ..." while it runs, rewritten at its end
+            if live:
+                print(f"{label} ...", end="", flush=True)
+            step, failure = _run_notebook(stem, params, nb_dir, out, kernel, log)
+            record["steps"].append(step)
+            back = "\r\033[K" if live else ""
+            if failure is not None:
+                say(f"{back}{label}: {step['status']} after {step['seconds']:.0f} s")
+                break
+            previous[stem] = step["metrics"]
+            say(f"{back}{label}: {step['seconds']:.0f} s; {headline(stem, step['metrics']) or 'done'}")
+    return previous, failure
 
 
 def _run_notebook(stem: str, params: dict, nb_dir: Path, out: Path, kernel: str, log):

@@ -36,7 +36,8 @@ def run_tour(args):
     except TourError as err:  # a notebook failed: not bad input
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"report: {res.report}")  # the one line a --quiet run prints
+    if args.quiet:  # otherwise the tour's last line named it
+        print(f"report: {res.report}")
     return 0
 
 
