@@ -1,9 +1,14 @@
-"""vemkit.examples: the notebooks' example data (dataset, phantom or own files), crops, truth and annotations."""
+"""vemkit.examples: the notebooks' example data (dataset, phantom or own files), crops, truth and annotations,
+and their small shared steps (QUICK sections, headless runs, the previous notebook's outputs, the summary table)."""
+
+import json
 
 import numpy as np
 import pytest
 
-from vemkit.examples import Example, annotate_from_truth, evenly_spaced, load_domain_pair, load_example
+from vemkit import examples
+from vemkit.examples import (HEADLESS_ENV, Example, annotate_from_truth, evenly_spaced, load_domain_pair, load_example,
+                             parse_sections, previous_output, running_headless, summary_table)
 from vemkit.io import Volume, write_ome_zarr
 from vemkit.synthetic import make_phantom
 
@@ -107,3 +112,62 @@ def test_vnc_to_flyem_pair(shared_data):
     assert src.name == "VNC ssTEM (4.6 nm)" and tgt.name == "FlyEM FIB-SEM (10 nm)"
     assert tgt.image.shape[0] == 3 and tgt.image.voxel_size == (10.0, 10.0, 10.0)
     assert tgt.truth.shape == tgt.image.shape and 0 < tgt.truth.mean() < 0.5  # boundaries: test_instances
+
+
+def test_parse_sections_keeps_as_many_sections_on_a_smaller_crop():
+    assert parse_sections("0,10", 20) == [0, 10] and parse_sections("0, 3", 6) == [0, 3]
+    assert parse_sections("0,10", 6) == [0, 5] and parse_sections("2,10,15", 6) == [0, 2, 5]
+    assert parse_sections("", 6) == [] and parse_sections("0,1,2,3", 2) == [0, 1]
+    with pytest.raises(ValueError, match="0 or more"):
+        parse_sections("-1", 6)
+
+
+def test_running_headless(monkeypatch):
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    assert running_headless()
+    monkeypatch.setenv(HEADLESS_ENV, "0")
+    assert not running_headless()
+    monkeypatch.delenv(HEADLESS_ENV)
+    assert running_headless()  # a plain Python process (this test): nobody at a notebook
+
+    class Kernel:  # an IPython kernel: decided by what started it
+        kernel = object()
+
+    monkeypatch.setattr("IPython.get_ipython", lambda: Kernel())
+    for parent, headless in [("/usr/bin/python -m papermill in.ipynb out.ipynb", True),
+                             ("python /usr/bin/jupyter-nbconvert --execute x.ipynb", True),
+                             ("/usr/bin/python /usr/bin/jupyter-lab", False), ("", False)]:
+        monkeypatch.setattr(examples, "_parent_command", lambda parent=parent: parent)
+        assert running_headless() is headless, parent
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
+    monkeypatch.setattr(examples, "_parent_command", lambda: "papermill")
+    assert not running_headless()  # Colab is a live session
+
+
+def test_previous_output(tmp_path, capsys):
+    here = tmp_path / "05_quantify"
+    assert previous_output(here, "04_gpu_inference", otherwise="the truth stands in") is None
+    assert "run 04_gpu_inference.ipynb first" in capsys.readouterr().out
+    prev = tmp_path / "04_gpu_inference"
+    prev.mkdir()
+    labels = prev / "prediction.ome.zarr"
+    figures = {"labels": f"{labels}:/labels/segmentation", "crop_zyx": [6, 256, 256], "class_index_for_05": 2}
+    (prev / "metrics.json").write_text(json.dumps(figures))
+    assert previous_output(here, "04_gpu_inference", needs=["labels"]) is None  # the zarr is gone
+    assert "lack labels" in capsys.readouterr().out
+    labels.mkdir()
+    assert previous_output(here, "04_gpu_inference", needs=["labels"], shape=(20, 1024, 1024)) is None
+    assert "cover 6 x 256 x 256 voxels, this run 20 x 1024 x 1024" in capsys.readouterr().out
+    assert previous_output(here, "04_gpu_inference", needs=["labels"], shape=(6, 256, 256)) == figures
+    assert "using the outputs of notebook 04_gpu_inference" in capsys.readouterr().out
+
+
+def test_summary_table_is_short():
+    figures = {"notebook": "05", "n_instances": 87, "instance_scores": {"mean_ap": 0.46612, "ap": {"0.5": 0.8}},
+               "seconds": 36.04, "voxels_per_second": 2131232.5, "curve": [{"sections": [0], "iou": 0.5}]}
+    table = summary_table(figures, ["n_instances", "instance_scores.mean_ap", "instance_scores.ap", "seconds",
+                                    "voxels_per_second", "curve", "missing"], path="out/metrics.json")
+    assert table["value"].to_dict() == {"n_instances": "87", "instance_scores.mean_ap": "0.466",
+                                        "instance_scores.ap · 0.5": "0.8", "seconds": "36.0",
+                                        "voxels_per_second": "2,131,232"}
+    assert table.columns.name == "all key figures: out/metrics.json"

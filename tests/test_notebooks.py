@@ -1,4 +1,5 @@
-"""Every notebook: static hygiene (no kernel), and execution with papermill on a small parameter set."""
+"""Every notebook: static hygiene (no kernel), and execution with papermill with ``QUICK=True`` (the workshop
+switch) and a small parameter set."""
 
 import ast
 import json
@@ -13,39 +14,40 @@ from conftest import ROOT, shared_data_dir
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REPO = "vemkit/vemkit"
 
-# Small parameter sets, one or more per notebook: (id, parameters, needs real data)
+# Small parameter sets, one or more per notebook: (id, parameters, needs real data). Every run adds
+# QUICK=True (the notebooks' own minutes-long version); the sizes below keep the runs smaller still.
 RUNS = {
     "01_load_and_explore": [
-        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128}, False),
-        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256}, True),
+        ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128}, False),
+        ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256}, True),
     ],
     "02_annotate": [
-        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 128, "N_TREES": 10,
+        ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 128, "N_TREES": 10,
                        "SCRIBBLE_SECTIONS": "0,2"}, False),
-        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "N_TREES": 20,
+        ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "N_TREES": 20,
                  "SCRIBBLE_SECTIONS": "0,3"}, True),
     ],
     "03_transfer_learning": [
-        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128, "ANNOTATED_SECTIONS": "0,3",
+        ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128, "ANNOTATED_SECTIONS": "0,3",
                        "ITERATIONS": 3, "CURVE_SECTIONS": "1,2", "CURVE_ITERATIONS": 2, "DEVICE": "cpu"}, False),
-        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "ANNOTATED_SECTIONS": "0,3",
+        ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256, "ANNOTATED_SECTIONS": "0,3",
                  "ITERATIONS": 8, "COMPARE": False, "CURVE_SECTIONS": "", "DEVICE": "cpu"}, True),
     ],
     "04_gpu_inference": [
-        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 192, "DEVICE": "cpu",
+        ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 192, "DEVICE": "cpu",
                        "USE_DASK": True, "N_WORKERS": 2}, False),
-        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 4, "CROP_YX": 512, "DEVICE": "cpu",
+        ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 4, "CROP_YX": 512, "DEVICE": "cpu",
                  "USE_DASK": False}, True),
     ],
     "05_quantify": [
-        ("synthetic", {"DATASET": "synthetic", "MAX_SECTIONS": 8, "CROP_YX": 160, "SKELETON": False}, False),
-        ("vnc", {"DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 10, "CROP_YX": 512}, True),
+        ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 8, "CROP_YX": 160, "SKELETON": False}, False),
+        ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 10, "CROP_YX": 512}, True),
     ],
     "06_domain_adaptation": [
-        ("synthetic", {"SOURCE": "synthetic", "SOURCE_SECTIONS": 3, "CROP_YX": 128, "TARGET_SECTIONS": 8,
+        ("synthetic", {"QUICK": True, "SOURCE": "synthetic", "SOURCE_SECTIONS": 3, "CROP_YX": 128, "TARGET_SECTIONS": 8,
                        "TEST_SECTIONS": 2, "MAX_ITERATIONS": 2, "FEW_LABEL_SECTIONS": "0", "PATCH": 64, "GAP_PATCHES": 12,
                        "DEVICE": "cpu"}, False),
-        ("vnc-flyem", {"SOURCE": "drosophila_vnc_sstem", "SOURCE_SECTIONS": 3, "CROP_YX": 256, "TEST_SECTIONS": 3,
+        ("vnc-flyem", {"QUICK": True, "SOURCE": "drosophila_vnc_sstem", "SOURCE_SECTIONS": 3, "CROP_YX": 256, "TEST_SECTIONS": 3,
                        "MAX_ITERATIONS": 2, "FEW_LABEL_SECTIONS": "0", "PATCH": 64, "GAP_PATCHES": 12,
                        "DEVICE": "cpu"}, True),
     ],
@@ -99,10 +101,19 @@ def test_notebook_hygiene(path):
         assert isinstance(target, ast.Name) and target.id.isupper(), target
         ast.literal_eval(node.value)  # raises if not a literal
     names = _parameter_names(params)
-    assert "OUTPUT_DIR" in names
+    assert "OUTPUT_DIR" in names and "QUICK" in names
+    assert "QUICK = False" in params.source  # the full version by default, the switch documented beside it
+    quick = [c for c in cells if c.cell_type == "code" and "if QUICK:" in c.source]
+    assert quick and cells.index(quick[0]) == cells.index(params) + 2, "QUICK is resolved in the cell after the parameters"
+    # the first cell says how long the notebook takes, with and without QUICK, on a CPU and on GPUs
+    assert "**Time**" in first.source and "`QUICK = True`" in first.source
+    assert all(where in first.source for where in ("laptop CPU", "Colab T4", "workstation GPU"))
     for _, run_params, _ in RUNS[path.stem]:
         assert set(run_params) <= names, f"test parameters {set(run_params) - names} not in the notebook"
     assert any("metrics.json" in c.source for c in cells if c.cell_type == "code")
+    # the key figures end the notebook as a short table, not as the whole metrics.json
+    assert not any("print(json.dumps(key_figures" in c.source for c in cells if c.cell_type == "code")
+    assert any("summary_table(key_figures" in c.source for c in cells if c.cell_type == "code")
 
 
 def _run_ids():
@@ -233,10 +244,30 @@ def _check_06(m, out_dir, params, real):
         assert m["best_unsupervised"].endswith(rec["method"])
     if real:  # 10 nm FIB-SEM against 4.6 nm ssTEM: the diagnosis names the pixel size first
         assert abs(m["gap"]["zoom"] - 10 / 4.6) < 1e-6 and m["gap"]["advice"][0].startswith("resample")
-        assert m["test_sections"][0] >= 125  # scored only on the half no method saw
+        assert m["test_sections"][0] >= m["target_sections"] // 2  # scored only on the half no method saw
     else:
         assert m["gap"]["zoom"] == 2.0
 
 
 CHECKS = {"01_load_and_explore": _check_01, "02_annotate": _check_02, "03_transfer_learning": _check_03,
           "04_gpu_inference": _check_04, "05_quantify": _check_05, "06_domain_adaptation": _check_06}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_02_paints_nothing_in_a_live_session(tmp_path, monkeypatch):
+    """Run as a learner would (not headless): the store stays empty and the notebook stops to ask for strokes."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from vemkit.annotate import open_annotations
+    from vemkit.examples import HEADLESS_ENV
+
+    monkeypatch.setenv(HEADLESS_ENV, "0")
+    out_dir = tmp_path / "out"
+    with pytest.raises(PapermillExecutionError, match="nothing is painted yet"):
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "02_annotate.ipynb"), str(tmp_path / "02.ipynb"), kernel_name="python3",
+            parameters={"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 96,
+                        "OUTPUT_DIR": str(out_dir)}, progress_bar=False, cwd=str(tmp_path))
+    assert not any(open_annotations(out_dir / "annotations.zarr").counts().values())

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, shared_data_dir
 from vemkit.cli import main
-from vemkit.tour import NOTEBOOKS, TourError, resolve_dataset, tour
+from vemkit.tour import NOTEBOOKS, TITLES, TourError, resolve_dataset, tour
 
 # ------------------------------------------------------------------------------ refused before running
 
@@ -77,7 +77,7 @@ def test_offline_uses_a_verified_cache(shared_data):
     assert all(manifest[f["path"]] == f["sha256"] for f in data["files"])
 
 
-def _fake_notebooks(folder: Path, failing: str):
+def _fake_notebooks(folder: Path, failing: str | None):
     """Five tiny notebooks with the tour's names: each records its parameters; ``failing`` raises."""
     folder.mkdir()
     for stem in NOTEBOOKS:
@@ -85,7 +85,9 @@ def _fake_notebooks(folder: Path, failing: str):
         body = ("import json, pathlib\n"
                 "out = pathlib.Path(OUTPUT_DIR); out.mkdir(parents=True, exist_ok=True)\n"
                 f"(out / 'metrics.json').write_text(json.dumps({{'ome_zarr': str(out / 'image.ome.zarr'), "
-                "'annotations': str(out / 'a.zarr')}))\n")  # fmt: skip
+                "'annotations': str(out / 'a.zarr'), 'model_dir': str(out / 'm'), 'labels': str(out / 'l.zarr'), "
+                "'class_index_for_05': 1, 'headless': __import__('os').environ.get('VEMKIT_HEADLESS')}))\n"
+                "import sys; print('kernel noise on stderr', file=sys.__stderr__, flush=True)\n")  # fmt: skip
         if stem == failing:
             body += "raise ValueError('the stand-in notebook fails here')\n"
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
@@ -108,6 +110,27 @@ def test_a_failing_notebook_leaves_a_partial_report(tmp_path):
     executed = nbformat.read(tmp_path / "t" / "notebooks" / "02_annotate.ipynb", as_version=4)
     assert executed.metadata["kernelspec"]["name"] == "python3"  # the tour's temporary kernel is not left behind
     assert "ValueError" in json.dumps(executed.cells[-1]["outputs"])
+
+
+@pytest.mark.slow
+def test_the_tour_prints_one_line_per_notebook_and_logs_the_rest(tmp_path, capfd):
+    _fake_notebooks(tmp_path / "nbs", failing=None)
+    res = tour(tmp_path / "t", "synthetic", quick=True, notebooks=tmp_path / "nbs")
+    out, err = capfd.readouterr()
+    lines = out.strip().splitlines()
+    steps = [line for line in lines if line.startswith("[")]
+    assert [line.split(":")[0] for line in steps] == [f"[{i}/5] {TITLES[stem]}" for i, stem in enumerate(NOTEBOOKS, 1)]
+    assert len(lines) == 3 + 5 + 2  # where, data, device; the steps; the report and the log
+    assert lines[-2].endswith(str(res.report)) and lines[-1].endswith("tour.log)")
+    # the kernels' and papermill's messages are in the log, not on the terminal
+    log = (tmp_path / "t" / "tour.log").read_text()
+    assert "kernel noise on stderr" in log and "kernel noise" not in out + err
+    assert "Kernel is running over TCP" not in out + err and "Executing" not in out + err
+    assert all(f"===== {stem}" in log for stem in NOTEBOOKS)
+    # QUICK is the notebooks' own switch; they know nobody watches them
+    assert all(s["parameters"]["QUICK"] is True and "N_TREES" not in s["parameters"] for s in res.steps)
+    assert all(s["metrics"]["headless"] == "1" for s in res.steps)
+    assert os.environ.get("VEMKIT_HEADLESS") is None  # set for the run only
 
 
 # --------------------------------------------------------------------------- the quick tour on real data
@@ -146,7 +169,9 @@ def test_quick_tour_on_real_data(quick_tour):
     image = m["01_load_and_explore"]["ome_zarr"]
     assert all(p[stem]["IMAGE_PATH"] == image for stem in NOTEBOOKS[1:])
     assert p["03_transfer_learning"]["ANNOTATIONS_PATH"] == m["02_annotate"]["annotations"]
-    assert m["03_transfer_learning"]["annotated_sections"] == m["02_annotate"]["annotated_sections"] == [0, 3]
+    # QUICK spreads 02's two example sections (0 and 10 of the full stack) over the 6-section crop
+    assert m["03_transfer_learning"]["annotated_sections"] == m["02_annotate"]["annotated_sections"] == [0, 5]
+    assert all(p[stem]["QUICK"] is True for stem in NOTEBOOKS)
     assert p["04_gpu_inference"]["MODEL_DIR"] == m["03_transfer_learning"]["model_dir"]
     assert m["04_gpu_inference"]["model"] == m["03_transfer_learning"]["model_dir"]
     assert p["05_quantify"]["MASK_PATH"] == m["04_gpu_inference"]["labels"] == m["05_quantify"]["mask"]

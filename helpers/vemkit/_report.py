@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["key_figures", "write_report"]
+__all__ = ["headline", "key_figures", "write_report"]
 
 REPORT_TAG = "report"
 # morphometrics columns shown in the report (those present), largest objects first
@@ -141,8 +141,14 @@ def _table(rows, header=None, attrs="") -> str:
     return "".join(parts)
 
 
-def _headline(stem: str, m: dict | None) -> str:
-    """One line of what a notebook found."""
+def headline(stem: str, m: dict | None) -> str:
+    """One line of what a notebook found, from its ``metrics.json`` ("" when it has nothing to say).
+
+    Examples
+    --------
+    >>> headline("02_annotate", {"annotated_sections": [0, 3], "iou_unannotated_sections": 0.3512})
+    'random forest on strokes in sections [0, 3]: IoU 0.351 on the sections nobody annotated'
+    """
     if not m:
         return ""
     try:
@@ -275,7 +281,7 @@ def _steps_section(record: dict) -> list[str]:
         if has_rss:
             rss = f"{s['peak_rss_gib']:.2f}" if s.get("peak_rss_gib") is not None else ""
             row.append(f'<td class="num">{rss}</td>')
-        rows.append([*row, _headline(s["notebook"], s.get("metrics"))])
+        rows.append([*row, headline(s["notebook"], s.get("metrics"))])
     header = ["#", "executed notebook", "status", "time (s)"]
     header += ["load at the end (1/5/15 min)"] if has_load else []
     header += ["peak memory so far (GiB)"] if has_rss else []

@@ -7,6 +7,12 @@ class beside it. :func:`load_example` does that choice once, with one set of rul
 :func:`annotate_from_truth` turns the truth of chosen sections into annotations (dense, or strokes
 as a person paints them) and :func:`evenly_spaced` chooses sections spread through a range.
 
+The notebooks' small shared steps live here too: :func:`parse_sections` reads a ``"0,10"`` parameter
+for the crop at hand (a ``QUICK`` crop keeps as many sections), :func:`running_headless` tells a run
+without a person at the front end (papermill, the tour, CI) from a live session, so only a headless
+run gets example strokes, :func:`previous_output` finds what the previous notebook wrote beside this
+one, and :func:`summary_table` shows a few key figures instead of a whole ``metrics.json``.
+
 Not for: reading files (:mod:`vemkit.io`), fetching datasets (:mod:`vemkit.datasets`) or making
 phantoms (:mod:`vemkit.synthetic`); this module only chooses between them and crops the result.
 The truth is held in memory: examples are small.
@@ -15,8 +21,12 @@ The truth is held in memory: examples are small.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +37,8 @@ from .datasets import ENV_VAR, load_dataset
 from .io import Volume, open_volume
 from .synthetic import make_phantom
 
-__all__ = ["Example", "load_example", "load_domain_pair", "annotate_from_truth", "evenly_spaced", "PHANTOM"]
+__all__ = ["Example", "load_example", "load_domain_pair", "annotate_from_truth", "evenly_spaced", "PHANTOM",
+           "HEADLESS_ENV", "parse_sections", "running_headless", "previous_output", "summary_table"]
 
 #: The dataset name that asks for the synthetic phantom instead of a download.
 PHANTOM = "synthetic"
@@ -35,6 +46,10 @@ PHANTOM = "synthetic"
 # semantic value of each class in the phantom (vemkit.synthetic.CLASSES), under its usual names
 _PHANTOM_CLASSES = {"membranes": 1, "membrane": 1, "mitochondria": 2, "vesicles": 3, "vesicle": 3}
 _ANNOTATION_KINDS = ("dense", "scribbles")
+#: Environment variable that settles :func:`running_headless`: ``1`` (the tour, the tests, CI) or ``0``.
+HEADLESS_ENV = "VEMKIT_HEADLESS"
+# what runs a notebook without a person: the kernel's parent process names one of these
+_EXECUTORS = ("papermill", "nbconvert", "nbclient", "pytest", "vemkit tour", "jupyter-execute", "jupyter execute")
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,200 @@ def evenly_spaced(n: int, stop: int, *, start: int = 0) -> list[int]:
         raise ValueError(f"need n >= 1 and a non-empty range, got n={n}, range({start}, {stop})")
     picks = np.linspace(start, stop - 1, min(n, stop - start)).round().astype(int)
     return np.unique(picks).tolist()
+
+
+def parse_sections(text: str, n_sections: int) -> list[int]:
+    """The sections a parameter such as ``"0,10"`` names, fitted to a volume of ``n_sections``.
+
+    When some named sections lie beyond the volume (a list meant for the full stack, run on a
+    ``QUICK`` crop of a few sections), as many sections spread evenly through the volume stand in
+    for the whole list, so the notebook annotates as many sections as asked. An empty text is ``[]``.
+
+    Examples
+    --------
+    >>> parse_sections("0,10", 20), parse_sections("0,10", 6), parse_sections(" ", 6), parse_sections("3", 6)
+    ([0, 10], [0, 5], [], [3])
+    """
+    picked = [int(z) for z in str(text).split(",") if z.strip()]
+    if any(z < 0 for z in picked):
+        raise ValueError(f"sections must be 0 or more, got {text!r}")
+    if all(z < n_sections for z in picked):
+        return picked
+    return evenly_spaced(len(picked), n_sections)
+
+
+def running_headless() -> bool:
+    """Whether no person sits at a notebook front end: papermill, nbconvert, ``vemkit tour``, a test, a script.
+
+    Notebook 02 paints example strokes from the ground truth only then; in a live session (JupyterLab,
+    Jupyter Notebook, VS Code, Colab) the learner paints. Decided by, in order: ``$VEMKIT_HEADLESS``
+    (``1`` or ``0``; the tour and the tests set it), Colab (live), no IPython kernel at all (a script or
+    a terminal: headless), and the program that started the kernel (papermill, nbconvert, nbclient or
+    pytest: headless; a Jupyter server or anything else: live).
+
+    Examples
+    --------
+    >>> os.environ[HEADLESS_ENV] = "0"; running_headless()
+    False
+    >>> os.environ[HEADLESS_ENV] = "1"; running_headless()
+    True
+    >>> del os.environ[HEADLESS_ENV]
+    """
+    said = os.environ.get(HEADLESS_ENV, "").strip().lower()
+    if said in ("1", "true", "yes"):
+        return True
+    if said in ("0", "false", "no"):
+        return False
+    if "google.colab" in sys.modules:
+        return False
+    shell = None
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return True
+    parent = _parent_command().lower()
+    return any(name in parent for name in _EXECUTORS)
+
+
+def _parent_command() -> str:
+    """The command line of the process that started this one ("" when it cannot be read)."""
+    ppid = os.getppid()
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # macOS: no /proc
+        return subprocess.run(["ps", "-o", "command=", "-p", str(ppid)], capture_output=True, text=True,
+                              timeout=5).stdout
+    return ""
+
+
+def previous_output(output_dir, notebook: str, *, needs=(), shape=None, otherwise: str = "") -> dict | None:
+    """The key figures (``metrics.json``) of an earlier notebook that wrote beside this one, or None.
+
+    A notebook run alone looks for the previous notebook's outputs in the default layout: its
+    ``OUTPUT_DIR``'s parent holds one folder per notebook (``outputs/03_transfer_learning``,
+    ``outputs/04_gpu_inference`` ...). One sentence says what was found, or what to run first.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        This notebook's ``OUTPUT_DIR``.
+    notebook : str
+        The earlier notebook, e.g. ``"03_transfer_learning"``.
+    needs : sequence of str
+        Keys of its ``metrics.json`` naming files that must still exist (a ``path:/inner/key`` names
+        ``path``).
+    shape : tuple of int, optional
+        The crop (z, y, x) this notebook works on; outputs made on another crop (``crop_zyx``) are not used.
+    otherwise : str
+        What this notebook does without them, for the sentence.
+
+    Returns
+    -------
+    dict or None
+        The earlier ``metrics.json``, or None when it is missing, incomplete or made on another crop.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> top = Path(tempfile.mkdtemp())
+    >>> previous_output(top / "04_gpu_inference", "03_transfer_learning", otherwise="the base model runs")
+    no outputs of notebook 03_transfer_learning in ...: run 03_transfer_learning.ipynb first to use them; until then the base model runs.
+    >>> (top / "03_transfer_learning" / "model_unet").mkdir(parents=True)
+    >>> _ = (top / "03_transfer_learning" / "metrics.json").write_text(json.dumps(
+    ...     {"model_dir": str(top / "03_transfer_learning" / "model_unet")}))
+    >>> previous_output(top / "04_gpu_inference", "03_transfer_learning", needs=["model_dir"])["model_dir"]
+    using the outputs of notebook 03_transfer_learning in ...
+    '.../03_transfer_learning/model_unet'
+    """
+    folder = Path(output_dir).parent / notebook
+    then = f"; until then {otherwise}" if otherwise else ""
+    try:
+        figures = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        print(f"no outputs of notebook {notebook} in {folder}: run {notebook}.ipynb first to use them{then}.")
+        return None
+    missing = [k for k in needs if not figures.get(k) or not Path(str(figures[k]).split(":/")[0]).exists()]
+    if missing:
+        print(f"notebook {notebook}'s outputs in {folder} lack {', '.join(missing)}: run {notebook}.ipynb again "
+              f"to the end{then}.")
+        return None
+    if shape is not None and figures.get("crop_zyx") not in (None, [int(n) for n in shape]):
+        crop = " x ".join(str(n) for n in figures["crop_zyx"])
+        print(f"notebook {notebook}'s outputs in {folder} cover {crop} voxels, this run "
+              f"{' x '.join(str(int(n)) for n in shape)}: run it again with the same MAX_SECTIONS, CROP_YX and "
+              f"QUICK to use them{then}.")
+        return None
+    print(f"using the outputs of notebook {notebook} in {folder}")
+    return figures
+
+
+def summary_table(figures: dict, keys, *, path=None):
+    """A short table of chosen key figures (nested ones flattened), instead of a whole ``metrics.json``.
+
+    Parameters
+    ----------
+    figures : dict
+        The key figures, as written to ``metrics.json``.
+    keys : sequence of str
+        Which to show, in order; ``"gap.zoom"`` reaches into a nested dict, and a dict value gives one
+        row per entry (``iou · Otsu``). Missing or None values are left out.
+    path : str or Path, optional
+        Where the whole record lies, named above the table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column, ``value``; numbers rounded to 3 decimals (large ones to whole numbers), lists joined.
+
+    Examples
+    --------
+    >>> t = summary_table({"iou": {"Otsu": 0.11111, "Li": 0.2}, "shape_zyx": [20, 1024, 1024], "seconds": 31.42,
+    ...                    "n": None, "gap": {"zoom": 2.0}}, ["iou", "shape_zyx", "seconds", "n", "gap.zoom"])
+    >>> t["value"].to_dict()
+    {'iou · Otsu': '0.111', 'iou · Li': '0.2', 'shape_zyx': '20 x 1024 x 1024', 'seconds': '31.4', 'gap.zoom': '2'}
+    """
+    import pandas as pd
+
+    rows = {}
+    for key in keys:
+        value = figures
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        for name, v in _flatten_figure(key, value):
+            rows[name] = _format_figure(key, v)
+    table = pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+    if path is not None:
+        table.columns.name = f"all key figures: {path}"
+    return table
+
+
+def _flatten_figure(name, value):
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flatten_figure(f"{name} · {k}", v)]
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return []  # a list of records (a learning curve) does not fit one row
+    return [(name, value)]
+
+
+def _format_figure(key, v) -> str:
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}" if abs(int(v)) >= 10_000 else str(int(v))
+    if isinstance(v, float | np.floating):
+        v = float(v)
+        if key in ("seconds",) or key.endswith("_seconds") or abs(v) >= 100:
+            return f"{v:,.1f}" if abs(v) < 10_000 else f"{v:,.0f}"
+        return f"{v:.3g}" if abs(v) < 0.001 and v else f"{round(v, 3):g}"
+    if isinstance(v, list | tuple):
+        if all(isinstance(x, int | np.integer) for x in v) and len(v) == 3 and "zyx" in key:
+            return " x ".join(str(int(x)) for x in v)
+        return ", ".join(_format_figure(key, x) for x in v)
+    return str(v)
 
 
 def _region(sections, crop_yx) -> tuple:

@@ -3,7 +3,8 @@
 :func:`tour` executes the teaching notebooks with papermill, passing each one's outputs to the next
 through its parameters (01's OME-Zarr and ground truth to all, 02's annotations to 03, 03's model to
 04, 04's labels to 05), and writes the executed notebooks, every file they make, ``tour.json`` (the
-machine-readable record) and ``report.html``: one self-contained page with the key figures, metrics,
+machine-readable record), ``tour.log`` (everything the notebooks' kernels and papermill printed) and
+``report.html``: one self-contained page with the key figures, metrics,
 the morphometrics table, time per step, package versions, device and the SHA-256 of every data file
 used — a provenance record of the run.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from . import _provenance, datasets
 from ._errors import UnknownNameError
-from ._report import write_report
+from ._report import headline, write_report
+from .examples import HEADLESS_ENV
 from .train import base_model_path
 
 __all__ = ["DEFAULT_DATASET", "NOTEBOOKS", "TourError", "TourResult", "find_notebooks", "resolve_dataset",
@@ -48,16 +51,8 @@ TITLES = {
     "05_quantify": "05 · quantify",
 }
 # Every notebook works on the same crop (01 converts the whole volume; the others take its first
-# SECTIONS x CROP x CROP voxels). The full tour uses the notebooks' own defaults for everything else.
-_SIZES = {False: {"MAX_SECTIONS": 20, "CROP_YX": 1024}, True: {"MAX_SECTIONS": 6, "CROP_YX": 256}}
-_QUICK = {
-    "02_annotate": {"N_TREES": 20, "SCRIBBLE_SECTIONS": "0,3"},
-    "03_transfer_learning": {"ITERATIONS": 24, "COMPARE": False, "CURVE_SECTIONS": ""},
-    "04_gpu_inference": {"USE_DASK": False},
-    "05_quantify": {"SKELETON": True},
-}
-_FULL = {"02_annotate": {"SCRIBBLE_SECTIONS": "0,10"}}
-_OWN = ("tour.json", "report.html", "notebooks", *NOTEBOOKS)  # what a tour writes into its folder
+# MAX_SECTIONS x CROP_YX x CROP_YX voxels): the notebooks' defaults, or what their QUICK switch makes of them.
+_OWN = ("tour.json", "report.html", "tour.log", "notebooks", *NOTEBOOKS)  # what a tour writes into its folder
 _KERNEL = "vemkit-tour"
 
 
@@ -254,7 +249,7 @@ def tour_parameters(stem: str, *, dataset: str, out: Path, device: str = "auto",
     device : str
         Passed to the notebooks that train or predict.
     quick : bool
-        The minutes-long version: a 6 x 256 x 256 crop, few trees and iterations.
+        The minutes-long version: ``QUICK=True`` for every notebook (its own small crop and budgets).
     data_dir : str or Path, optional
         The dataset cache, passed on as an absolute path (the notebooks run in ``out``).
     previous : dict
@@ -265,14 +260,13 @@ def tour_parameters(stem: str, *, dataset: str, out: Path, device: str = "auto",
     >>> p = tour_parameters("04_gpu_inference", dataset="synthetic", out=Path("/tmp/t"), quick=True, previous={
     ...     "01_load_and_explore": {"ome_zarr": "/tmp/t/01/image.ome.zarr"},
     ...     "03_transfer_learning": {"model_dir": "/tmp/t/03/model_unet"}})
-    >>> p["MODEL_DIR"], p["LABELS_PATH"], p["CROP_YX"]
-    ('/tmp/t/03/model_unet', '/tmp/t/01/image.ome.zarr:/labels/mitochondria', 256)
+    >>> p["MODEL_DIR"], p["LABELS_PATH"], p["QUICK"]
+    ('/tmp/t/03/model_unet', '/tmp/t/01/image.ome.zarr:/labels/mitochondria', True)
     """
     if stem not in NOTEBOOKS:
         raise UnknownNameError(f"{stem!r} is not a notebook of the tour: {', '.join(NOTEBOOKS)}")
     previous = previous or {}
-    params = {"DATASET": dataset, **_SIZES[quick], "OUTPUT_DIR": str(Path(out) / stem)}
-    params.update((_QUICK if quick else _FULL).get(stem, {}))
+    params = {"DATASET": dataset, "QUICK": bool(quick), "OUTPUT_DIR": str(Path(out) / stem)}
     if data_dir is not None and dataset != "synthetic":
         params["DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
     if stem != NOTEBOOKS[0]:
@@ -394,8 +388,9 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         ``"auto"`` (CUDA, MPS, else CPU), ``"cpu"``, ``"cuda"`` ...; a requested device that is missing
         is an error.
     quick : bool
-        A few minutes on a laptop CPU: 6 sections of 256 x 256, a few training iterations. The full
-        tour uses the notebooks' defaults (20 sections of 1024 x 1024, minutes of training).
+        A few minutes on a laptop CPU: every notebook with ``QUICK=True`` (6 sections of 256 x 256,
+        short training budgets). The full tour uses the notebooks' defaults (20 sections of 1024 x 1024,
+        minutes of training).
     offline : bool
         Never download data (use the cache, else the phantom).
     overwrite : bool
@@ -403,7 +398,8 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
     notebooks : str or Path, optional
         Folder of the notebooks (default: :func:`find_notebooks`).
     progress : bool
-        A line per step and papermill's progress bar over each notebook's cells.
+        Print one line per notebook (its time and what it found) and where the report and the log are.
+        Whatever the notebooks' kernels and papermill print goes to ``tour.log`` in ``out`` either way.
     command : str, optional
         How the run was started, for the record (the command line passes its own).
 
@@ -450,45 +446,106 @@ def tour(out="outputs/tour", dataset: str | None = None, *, device: str = "auto"
         "source": _provenance.source_info(), "steps": [], "models": [],
     }
     (out / "notebooks").mkdir(exist_ok=True)
-    previous: dict = {}
-    failure = None
-    with _kernel_of_this_python() as kernel:
-        for i, stem in enumerate(NOTEBOOKS, 1):
-            params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
-                                     data_dir=data.get("cache"), previous=previous)
-            step, failure = _run_notebook(stem, params, nb_dir, out, kernel, progress)
-            record["steps"].append(step)
-            label = f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]}"
-            if failure is not None:
-                say(f"{label} {step['status']} after {step['seconds']:.0f} s")
-                break
-            previous[stem] = step["metrics"]
-            say(f"{label} done in {step['seconds']:.0f} s")
+    previous, failure = _run_chain(record, nb_dir, out, device=device, quick=quick, progress=progress)
     report = _finish_record(record, out, previous, started, failure)
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise failure
         bad = next(s for s in record["steps"] if s["status"] in ("failed", "interrupted"))
         raise TourError(f"notebook {bad['notebook']} failed: {bad['error']}\nexecuted notebook with the traceback: "
-                        f"{bad['executed']}\npartial report: {report}") from failure
-    say(f"tour complete in {record['seconds']:.0f} s: {report}")
+                        f"{bad['executed']}\npartial report: {report}\nlog: {out / 'tour.log'}") from failure
+    say(f"tour complete in {record['seconds']:.0f} s: {report}\n(the notebooks' messages: {out / 'tour.log'})")
     return TourResult(out=out, report=report, record=record)
 
 
-def _run_notebook(stem: str, params: dict, nb_dir: Path, out: Path, kernel: str, progress: bool):
-    """Execute one notebook of the tour; returns its step record and the exception that stopped it (or None)."""
+@contextlib.contextmanager
+def _headless():
+    """Tell the notebooks that nobody sits at them (:func:`vemkit.examples.running_headless`)."""
+    old = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = old
+
+
+@contextlib.contextmanager
+def _output_to(log):
+    """Send this process's output, and that of the kernels it starts (they inherit it), to ``log``.
+
+    Kernels print to the file descriptors they inherit ("Kernel is running over TCP without encryption",
+    ipykernel's shutdown messages), papermill logs through Python: both streams are redirected.
+    """
+    for stream in (sys.stdout, sys.stderr, log):
+        stream.flush()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("papermill")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        log.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _run_chain(record: dict, nb_dir: Path, out: Path, *, device: str, quick: bool, progress: bool):
+    """Run the notebooks in order, each on the previous one's outputs, one line each on the terminal.
+
+    Returns the ``metrics.json`` of those that ran, by stem, and the exception that stopped the chain (or None).
+    """
+    say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+    data = record["dataset"]
+    previous: dict = {}
+    failure = None
+    with _kernel_of_this_python() as kernel, _headless(), (out / "tour.log").open("a") as log:
+        for i, stem in enumerate(NOTEBOOKS, 1):
+            params = tour_parameters(stem, dataset=data["name"], out=out, device=device, quick=quick,
+                                     data_dir=data.get("cache"), previous=previous)
+            label = f"[{i}/{len(NOTEBOOKS)}] {TITLES[stem]}"
+            live = progress and sys.stdout.isatty()  # a terminal: "label ..." while it runs, rewritten at its end
+            if live:
+                print(f"{label} ...", end="", flush=True)
+            step, failure = _run_notebook(stem, params, nb_dir, out, kernel, log)
+            record["steps"].append(step)
+            back = "\r\033[K" if live else ""
+            if failure is not None:
+                say(f"{back}{label}: {step['status']} after {step['seconds']:.0f} s")
+                break
+            previous[stem] = step["metrics"]
+            say(f"{back}{label}: {step['seconds']:.0f} s; {headline(stem, step['metrics']) or 'done'}")
+    return previous, failure
+
+
+def _run_notebook(stem: str, params: dict, nb_dir: Path, out: Path, kernel: str, log):
+    """Execute one notebook of the tour, its messages into ``log``; returns its step record and the exception
+    that stopped it (or None)."""
     import papermill as pm
 
     source, executed = nb_dir / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb"
     step = {"notebook": stem, "title": TITLES[stem], "parameters": params, "output_dir": params["OUTPUT_DIR"],
             "executed": str(executed), "status": "running", "seconds": None, "metrics": None}
-    if progress:
-        print(f"[{NOTEBOOKS.index(stem) + 1}/{len(NOTEBOOKS)}] {TITLES[stem]} ...", flush=True)
+    log.write(f"===== {stem} {time.strftime('%H:%M:%S')} parameters {json.dumps(params)}\n")
     failure = None
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel,
-                            progress_bar=progress, cwd=str(out))
+        with _output_to(log):
+            pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel,
+                                progress_bar=False, log_output=True, cwd=str(out))
     except BaseException as err:  # noqa: BLE001 - recorded, reported, re-raised by tour()
         step["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         step["error"] = f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()[:2000]

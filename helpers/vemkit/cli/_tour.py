@@ -18,7 +18,8 @@ def add_tour(sub):
     p.add_argument("--out", default="outputs/tour", help="folder for the report, executed notebooks and outputs")
     p.add_argument("--dataset", help="drosophila_vnc_sstem (default; the synthetic phantom when it cannot be had), "
                                      "another dataset with mitochondria labels, or synthetic")
-    p.add_argument("--quick", action="store_true", help="the few-minutes version: small crop, few iterations")
+    p.add_argument("--quick", action="store_true", help="the few-minutes version: every notebook with QUICK=True (small crop, "
+                                                         "short training budgets)")
     p.add_argument("--offline", action="store_true", help="never download: use the cache, else the phantom")
     p.add_argument("--notebooks", help="folder of the notebooks (default: the installed or checked-out ones)")
     add_common(p, device=True, overwrite=True, quiet=True)
@@ -35,7 +36,8 @@ def run_tour(args):
     except TourError as err:  # a notebook failed: not bad input
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"report: {res.report}")
+    if args.quiet:  # otherwise the tour's last line named it
+        print(f"report: {res.report}")
     return 0
 
 
