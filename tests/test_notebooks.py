@@ -51,6 +51,9 @@ RUNS = {
                        "MAX_ITERATIONS": 2, "FEW_LABEL_SECTIONS": "0", "PATCH": 64, "GAP_PATCHES": 12,
                        "DEVICE": "cpu"}, True),
     ],
+    # executed by their own test files (tiny stand-in models; a short affinity training), hygiene checked here
+    "07_generalist_models": [],  # tests/test_notebook07.py
+    "08_neurons": [],  # tests/test_notebook08.py
 }
 
 
