@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-__all__ = ["progress_bar", "progress_mode", "headless"]
+__all__ = ["HEADLESS_ENV", "progress_bar", "progress_mode", "headless"]
 
 _MODES = ("bars", "lines", "off")
 #: Seconds between the intermediate lines of a long step in ``lines`` mode.
@@ -39,15 +39,28 @@ def _kernel():
     return getattr(ip, "kernel", None) if ip is not None else None
 
 
+#: Environment variable that settles :func:`headless`: ``1`` (the tour, tests) or ``0`` (a live session).
+HEADLESS_ENV = "VEMKIT_HEADLESS"
+
+
 def headless() -> bool:
     """Whether nobody watches this run live: a notebook executed by nbclient (papermill, nbconvert,
-    ``vemkit tour``) or Python outside a kernel. ``$VEMKIT_PROGRESS`` does not change the answer.
+    ``vemkit tour``) or Python outside a kernel. ``$VEMKIT_HEADLESS`` (``1`` or ``0``) settles it;
+    ``$VEMKIT_PROGRESS`` does not change the answer.
 
     Examples
     --------
     >>> headless()  # a doctest runs outside a kernel
     True
+    >>> os.environ[HEADLESS_ENV] = "0"; headless()
+    False
+    >>> del os.environ[HEADLESS_ENV]
     """
+    said = os.environ.get(HEADLESS_ENV, "").strip().lower()
+    if said in ("1", "true", "yes"):
+        return True
+    if said in ("0", "false", "no"):
+        return False
     kernel = _kernel()
     return kernel is None or not getattr(kernel, "_allow_stdin", True)
 

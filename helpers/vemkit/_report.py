@@ -167,10 +167,18 @@ def headline(stem: str, m: dict | None) -> str:
             return (f"{iou}{m['voxels_per_second'] / 1e6:.2f} million voxels/s on {m['device']} "
                     f"({m['blocks']} blocks, halo {m['halo']})")
         if stem == "05_quantify":
-            ap = m["instance_scores"]["ap"].get("0.5")
+            sc = m.get("instance_scores") or {}
+            ap = (sc.get("ap") or {}).get("0.5")
             med = m.get("median_volume_um3")
+            if ap is not None and sc.get("tp"):
+                score = f"; AP@0.5 {ap:.2f}"
+            elif ap is not None:  # nothing matched: say why instead of a bare 0.00
+                score = (f"; none of the {sc.get('n_pred', '?')} objects matches one of the {sc.get('n_truth', '?')} "
+                         "true mitochondria at IoU 0.5 (the mask from notebook 04 is too rough to count objects)")
+            else:
+                score = ""
             return (f"{m['n_instances']} mitochondria measured" + (f", median volume {med:.4f} µm³" if med else "")
-                    + (f"; AP@0.5 {ap:.2f}" if ap is not None else ""))
+                    + score)
     except (KeyError, TypeError, ValueError):
         return ""
     return ""

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import numpy as np
 
 from . import instances
 from .annotate import scribbles_from_masks
+from ._progress import HEADLESS_ENV, headless
 from ._voxel import parse_voxel_size
 from .datasets import ENV_VAR, load_dataset
 from .io import Volume, open_volume
@@ -46,10 +45,7 @@ PHANTOM = "synthetic"
 # semantic value of each class in the phantom (vemkit.synthetic.CLASSES), under its usual names
 _PHANTOM_CLASSES = {"membranes": 1, "membrane": 1, "mitochondria": 2, "vesicles": 3, "vesicle": 3}
 _ANNOTATION_KINDS = ("dense", "scribbles")
-#: Environment variable that settles :func:`running_headless`: ``1`` (the tour, the tests, CI) or ``0``.
-HEADLESS_ENV = "VEMKIT_HEADLESS"
 # what runs a notebook without a person: the kernel's parent process names one of these
-_EXECUTORS = ("papermill", "nbconvert", "nbclient", "pytest", "vemkit tour", "jupyter-execute", "jupyter execute")
 
 
 @dataclass(frozen=True)
@@ -342,10 +338,10 @@ def running_headless() -> bool:
     """Whether no person sits at a notebook front end: papermill, nbconvert, ``vemkit tour``, a test, a script.
 
     Notebook 02 paints example strokes from the ground truth only then; in a live session (JupyterLab,
-    Jupyter Notebook, VS Code, Colab) the learner paints. Decided by, in order: ``$VEMKIT_HEADLESS``
-    (``1`` or ``0``; the tour and the tests set it), Colab (live), no IPython kernel at all (a script or
-    a terminal: headless), and the program that started the kernel (papermill, nbconvert, nbclient or
-    pytest: headless; a Jupyter server or anything else: live).
+    Jupyter Notebook, VS Code, Colab) the learner paints. ``$VEMKIT_HEADLESS`` (``1`` or ``0``; the tour
+    sets it) settles it; otherwise a kernel whose cells come from nbclient (papermill, nbconvert, the
+    tour: they cannot answer input requests) or Python outside a kernel is headless. The same test
+    decides how progress shows (one line per step when headless) and when the Annotator paints examples.
 
     Examples
     --------
@@ -355,33 +351,7 @@ def running_headless() -> bool:
     True
     >>> del os.environ[HEADLESS_ENV]
     """
-    said = os.environ.get(HEADLESS_ENV, "").strip().lower()
-    if said in ("1", "true", "yes"):
-        return True
-    if said in ("0", "false", "no"):
-        return False
-    if "google.colab" in sys.modules:
-        return False
-    shell = None
-    with contextlib.suppress(ImportError):
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
-        return True
-    parent = _parent_command().lower()
-    return any(name in parent for name in _EXECUTORS)
-
-
-def _parent_command() -> str:
-    """The command line of the process that started this one ("" when it cannot be read)."""
-    ppid = os.getppid()
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    with contextlib.suppress(OSError, subprocess.SubprocessError):  # macOS: no /proc
-        return subprocess.run(["ps", "-o", "command=", "-p", str(ppid)], capture_output=True, text=True,
-                              timeout=5).stdout
-    return ""
+    return headless()
 
 
 def previous_output(output_dir, notebook: str, *, needs=(), shape=None, otherwise: str = "") -> dict | None:
