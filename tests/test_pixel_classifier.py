@@ -175,20 +175,23 @@ def test_dense_labels_train_on_a_bounded_stratified_weighted_sample(phantom, tmp
     dense = np.zeros_like(truth)
     dense[[0, 3]] = truth[[0, 3]] + 1  # every pixel of two sections
     n_fg = int((dense == 2).sum())
-    clf = PixelClassifier(CLASSES, n_estimators=10, max_samples=3000).fit(ph.image, dense, progress=False)
+    clf = PixelClassifier(CLASSES, n_estimators=10, max_samples=30000).fit(ph.image, dense, progress=False)
     t = clf.training
-    assert t["sample_size"] == 3000 and t["max_samples"] == 3000
+    assert t["sample_size"] == 30000 and t["max_samples"] == 30000
     assert t["annotated_voxels"] == {"background": int((dense == 1).sum()), "mitochondria": n_fg}
     small, large = sorted(t["training_sample"].values())
-    assert small == min(1500, n_fg) and small + large == 3000
+    assert small == min(15000, n_fg) and small + large == 30000
     depths = [est.tree_.max_depth for est in clf.forest.estimators_]
-    assert max(depths) <= clf.max_depth == 20 and clf.min_samples_leaf == 5
+    assert t["max_depth"] == 20 and t["min_samples_leaf"] == 2  # dense: bounded trees
+    assert max(depths) <= 20
+    assert clf.tree_bounds(100_000) == (20, 5) and clf.tree_bounds(20_000) == (None, 1)
+    assert PixelClassifier(CLASSES, max_depth=None, min_samples_leaf=3).tree_bounds(10**6) == (None, 3)
     score = iou(clf.predict(ph.image, progress=False)[[1, 2, 4, 5]], truth[[1, 2, 4, 5]])[1]
     assert score > 0.5, score
     again = load_pixel_classifier(clf.save(tmp_path / "m"))
-    assert again.max_samples == 3000 and again.training["training_sample"] == t["training_sample"]
+    assert again.max_samples == 30000 and again.training["training_sample"] == t["training_sample"]
     # the same seed draws the same sample
-    twin = PixelClassifier(CLASSES, n_estimators=10, max_samples=3000).fit(ph.image, dense, progress=False)
+    twin = PixelClassifier(CLASSES, n_estimators=10, max_samples=30000).fit(ph.image, dense, progress=False)
     np.testing.assert_array_equal(twin.predict(ph.image, progress=False), clf.predict(ph.image, progress=False))
 
 

@@ -40,6 +40,7 @@ _LEGACY_FILE = "forest.joblib"  # the pickle that vemkit wrote before forest.npz
 _CACHE_BYTES = 1 << 30  # cached section features (interactive retraining)
 _WHOLE_SECTION_PIXELS = 2048 * 2048  # larger sections are featurised tile by tile when training
 _TRAIN_TILE = 1024
+_SPARSE_SAMPLES = 20_000  # up to this many training voxels, trees are left unbounded
 
 
 def intensity_range(data, lower: float = 1.0, upper: float = 99.0, max_sections: int = 8, max_side: int = 1024):
@@ -72,11 +73,14 @@ class PixelClassifier:
         voxel size and, at training, the image's thickness: 2D for one section or a thin stack).
     n_estimators : int
         Number of trees.
-    max_depth, min_samples_leaf : int
-        Bounds on each tree (scikit-learn's). Unbounded trees grown on dense labels memorise every
-        labelled pixel: on one densely labelled FIB-SEM section they made an 84 MB model whose
-        prediction took minutes. Depth 20 and 5 samples per leaf keep a model at a few MB and
-        prediction fast, at the same IoU (``benchmarks/pixel_classifier.py``); ``None`` / 1 lift them.
+    max_depth, min_samples_leaf : int, None or "auto"
+        Bounds on each tree (scikit-learn's; ``None`` / 1: unbounded). ``"auto"`` (default) bounds the
+        trees only when the training sample is large (dense labels, more than 20 000 voxels): depth 20
+        and one leaf per ``n / 20 000`` voxels (5 at the 100 000-voxel sample). Unbounded trees grown on
+        dense labels memorise every labelled pixel: on one densely labelled FIB-SEM section they made an
+        84 MB model whose prediction took minutes. Trees grown on sparse strokes are small anyway, and
+        bounding them only cost IoU (0.161 -> 0.158 on the VNC scribble test), so they stay unbounded.
+        The values used are recorded in ``training``.
     max_samples : int or None
         At most this many labelled voxels train the forest (``None``: all). Dense labels are common
         (a few painted sections hold millions of voxels); the sample is stratified: every class keeps
@@ -110,8 +114,8 @@ class PixelClassifier:
     classes: list
     features: object = None
     n_estimators: int = 100
-    max_depth: int | None = 20
-    min_samples_leaf: int = 5
+    max_depth: int | None | str = "auto"
+    min_samples_leaf: int | str = "auto"
     normalisation: dict = field(default_factory=lambda: {"lower": 1.0, "upper": 99.0, "per": "image"})
     seed: int = 0
     voxel_size: tuple | None = None
@@ -173,15 +177,30 @@ class PixelClassifier:
             self._cache[key] = feats
         return feats
 
-    def _new_forest(self):
+    def tree_bounds(self, n_samples: int) -> tuple:
+        """``(max_depth, min_samples_leaf)`` for a training sample of ``n_samples`` voxels ("auto" resolved).
+
+        Examples
+        --------
+        >>> clf = PixelClassifier(["background", "mito"])
+        >>> clf.tree_bounds(7_000), clf.tree_bounds(100_000)
+        ((None, 1), (20, 5))
+        """
+        dense = n_samples > _SPARSE_SAMPLES
+        depth = (20 if dense else None) if self.max_depth == "auto" else self.max_depth
+        leaf = (max(1, round(n_samples / _SPARSE_SAMPLES)) if dense else 1) if self.min_samples_leaf == "auto" \
+            else self.min_samples_leaf
+        return depth, leaf
+
+    def _new_forest(self, n_samples):
         from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
         kinds = {"extra_trees": ExtraTreesClassifier, "random_forest": RandomForestClassifier}
         if self.forest_type not in kinds:
             raise ValueError(f"forest_type must be one of {sorted(kinds)}, got {self.forest_type!r}")
+        depth, leaf = self.tree_bounds(n_samples)
         return kinds[self.forest_type](
-            n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-            n_jobs=-1, random_state=self.seed,
+            n_estimators=self.n_estimators, max_depth=depth, min_samples_leaf=leaf, n_jobs=-1, random_state=self.seed,
         )
 
     def _check_fitted(self):
@@ -249,13 +268,16 @@ class PixelClassifier:
         X, y = np.concatenate(X), np.concatenate(y)
         sampled = np.bincount(y.astype(np.int64), minlength=n_values + 1)
         weight = (counts / np.maximum(sampled, 1))[y.astype(np.int64)]
-        self.forest = self._new_forest().fit(X, y, sample_weight=weight)
+        self.forest = self._new_forest(len(y)).fit(X, y, sample_weight=weight)
+        depth, leaf = self.tree_bounds(len(y))
         self.training = {
             "annotated_voxels": {self.classes[v - 1]: int(counts[v]) for v in present},
             "training_sample": {self.classes[v - 1]: int(sampled[v]) for v in present},
             "sample_size": int(len(y)),
             "max_samples": self.max_samples,
             "sample_weighting": "each sampled voxel weighs annotated/sampled of its class",
+            "max_depth": depth,
+            "min_samples_leaf": leaf,
             "annotated_sections": list(zs),
             "n_features": int(X.shape[1]),
             "feature_names": config.names(),
