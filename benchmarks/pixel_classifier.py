@@ -13,6 +13,10 @@ same sigmas as vemkit's default scales) + ``RandomForestClassifier(100 trees, n_
 every labelled pixel, predicting the whole image too; both in this process. Printed: time (train +
 predict, wall and CPU, median over ``--repeats``), IoU of each, and the ratios baseline / vemkit.
 
+Measured (2 shared CPU cores under a load average of ~25, ``--cases one-section,dense --repeats 1``):
+one section: vemkit 229 s wall / 18.5 s CPU, IoU 0.117; baseline 972 s / 186.6 s, IoU 0.118 (4.2x wall,
+10.1x CPU). Dense: vemkit 32 s / 31.8 s, IoU 0.247; baseline 292 s / 228 s, IoU 0.248 (9.1x wall, 7.2x CPU).
+
 Scribbles are made from the ground truth of two sections (as a user would paint them), the forest is
 trained on those voxels only, and the other 18 sections are predicted and scored (IoU of the
 mitochondria class). Printed: IoU of each, feature time per 1024 x 1024 section (median over sections
