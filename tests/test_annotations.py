@@ -134,3 +134,29 @@ def test_scribbles_are_sparse_and_inside_the_truth():
         scribbles_from_masks(truth, sections=[9])
     with pytest.raises(ValueError, match="integer class labels"):
         scribbles_from_masks(truth.astype(float))
+
+
+def test_torn_chunk_is_a_clear_error_that_names_it_and_the_rest_stays_readable(tmp_path):
+    from vemkit._annotations import DamagedChunkError
+
+    labels = np.random.default_rng(0).integers(0, 3, (3, 300, 300)).astype(np.uint8)
+    ann = open_annotations(tmp_path / "ann.zarr", shape=labels.shape, classes=["background", "mito"])
+    ann.set_labels(labels)
+    torn = tmp_path / "ann.zarr" / "c" / "1" / "0" / "1"  # section 1, rows 0-255, columns 256-299
+    assert torn.is_file()
+    data = torn.read_bytes()
+    torn.write_bytes(data[: len(data) // 2])  # a write cut short
+    with pytest.raises(DamagedChunkError, match=r"1 chunk\(s\) cannot be read .*c/1/0/1") as err:
+        ann.to_numpy()
+    assert err.value.chunks == [torn]
+    for call in (ann.counts, lambda: ann.section(1), ann.annotated_sections, ann.labelled_voxels):
+        with pytest.raises(DamagedChunkError, match="c/1/0/1"):
+            call()
+    # everything that does not touch the torn chunk reads as before
+    np.testing.assert_array_equal(ann.section(0), labels[0])
+    np.testing.assert_array_equal(ann.section(2), labels[2])
+    np.testing.assert_array_equal(ann.read((slice(1, 2), slice(0, 300), slice(0, 256)))[0], labels[1, :, :256])
+    torn.unlink()  # the remedy the message offers: the chunk reads as unlabelled
+    expected = labels.copy()
+    expected[1, :256, 256:] = 0
+    np.testing.assert_array_equal(ann.to_numpy(), expected)

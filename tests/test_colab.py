@@ -87,7 +87,7 @@ def test_install_cell_on_colab_cpu_runtime(path, monkeypatch, capsys):
     requirements = [a for a in args if a[0].isalpha() and a != "install"]
     names = {r.split(">")[0].split("=")[0].split("<")[0] for r in requirements}
     assert names == LACKS | {"zarr"}, requirements  # only what the runtime lacks (zarr: below vemkit's bound)
-    assert "zarr>=3.0" in requirements
+    assert "zarr>=3.1.3" in requirements
     # never torch nor the running kernel, though Colab's are below vemkit's bounds ...
     assert not any(r.startswith(("torch", "ipykernel")) for r in requirements)
     # ... and whatever the others pull in, pip keeps them
@@ -106,7 +106,7 @@ def test_install_cell_on_colab_gpu_runtime_with_everything_there(path, monkeypat
     monkeypatch.setitem(COLAB_HAS, "torch", "2.5.1+cu121")
     monkeypatch.setitem(COLAB_HAS, "ipykernel", "6.29.5")
     for name, version in {"ome-zarr": "0.11.1", "connected-components-3d": "3.22.0", "skan": "0.12.2",
-                          "zarr": "3.0.1"}.items():  # fmt: skip
+                          "zarr": "3.1.3"}.items():  # fmt: skip
         monkeypatch.setitem(COLAB_HAS, name, version)
     magics, pip_calls, _ = _run_cell(_install_cell(path), monkeypatch, on_colab=True, gpu=T4)
     assert len(magics) == 1 and pip_calls == []
@@ -141,3 +141,36 @@ def test_every_notebook_has_a_colab_badge_in_both_readmes(path):
     url = f"https://colab.research.google.com/github/vemkit/vemkit/blob/main/notebooks/{path.name}"
     assert url in (ROOT / "README.md").read_text(), "README.md"
     assert url in (ROOT / "colab" / "README.md").read_text(), "colab/README.md"
+
+
+def test_install_line_pins_a_tag_or_commit_never_a_branch():
+    import vemkit
+
+    assert colab.RELEASE_TAG == f"v{vemkit.__version__}" and colab.is_pinned(colab.RELEASE_TAG)
+    assert colab.INSTALL_SPEC == f"vemkit @ git+https://github.com/vemkit/vemkit@{colab.RELEASE_TAG}"
+    assert colab.install_line() == f'%pip install -q --no-deps "{colab.INSTALL_SPEC}"'
+    commit = "0730b4dc824c27fa7d4d79980c1b1a0f46b2651f"
+    assert colab.install_line(commit).endswith(f'@{commit}"')
+    for branch in ("main", "master", "dev", "feature/x", "v1-branch"):
+        with pytest.raises(ValueError, match="looks like a branch"):
+            colab.install_line(branch)
+
+
+def test_setup_colab_says_which_commit_it_got_and_warns_about_a_branch(monkeypatch, capsys):
+    def from_git(ref):
+        return ('{"url": "https://github.com/vemkit/vemkit", "vcs_info": {"vcs": "git", "requested_revision": '
+                f'"{ref}", "commit_id": "0730b4dc824c27fa7d4d79980c1b1a0f46b2651f"}}}}')
+
+    monkeypatch.setattr(colab, "gpu_status", lambda: CPU)
+    monkeypatch.setattr(colab, "_direct_url", lambda: from_git("main"))
+    res = colab.setup_colab(requirements=[], installed_version=COLAB_HAS.get, pip=lambda args: None)
+    out = capsys.readouterr().out
+    assert res["source"]["pinned"] is False and "at commit 0730b4dc824c" in out
+    assert "NOTE: vemkit came from a branch (main)" in out and colab.install_line() in out
+    monkeypatch.setattr(colab, "_direct_url", lambda: from_git(colab.RELEASE_TAG))
+    res = colab.setup_colab(requirements=[], installed_version=COLAB_HAS.get, pip=lambda args: None)
+    out = capsys.readouterr().out
+    assert res["source"]["pinned"] is True and f"(requested: {colab.RELEASE_TAG})" in out and "NOTE" not in out
+    monkeypatch.setattr(colab, "_direct_url", lambda: None)  # a checkout (pip install -e .): nothing to say
+    assert colab.setup_colab(requirements=[], installed_version=COLAB_HAS.get, pip=lambda a: None)["source"]["pinned"] is None
+    assert "from https://" not in capsys.readouterr().out

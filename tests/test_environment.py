@@ -63,3 +63,14 @@ def test_python_and_channels(project, environment):
     assert len(python) == 1 and "pip" in conda
     assert SpecifierSet(python[0][len("python"):]) == SpecifierSet(project["requires-python"])
     assert environment["name"] == "vemkit" and "conda-forge" in environment["channels"]
+
+
+def test_zarr_is_bounded_to_atomic_chunk_writes(project, environment):
+    """zarr >= 3.1.3's LocalStore writes a new chunk file to a temporary name and renames it (zarr-python#3412),
+    so a crash mid-stroke cannot leave a torn new annotation chunk (a torn one is still a clear error that
+    names it: tests/test_annotations.py)."""
+    deps = _by_name(project["dependencies"])
+    env = _by_name(p for p in _pip_section(environment) if not p.startswith("-"))
+    for where, reqs in (("pyproject.toml", deps), ("environment.yml", env)):
+        spec = reqs["zarr"].specifier
+        assert not spec.contains("3.1.2") and spec.contains("3.1.3"), f"{where}: zarr{spec}"

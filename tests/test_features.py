@@ -433,3 +433,29 @@ def test_border_mirroring_matches_the_blockwise_reader():
             region.append(slice(a, int(rng.integers(a + 1, n + 1))))
         halo = tuple(int(h) for h in rng.integers(0, 12, 3))
         assert np.array_equal(_read_padded(src, tuple(region), halo, halo), read_with_halo(src, tuple(region), halo))
+
+
+def test_auto_mode_chooses_2d_for_one_section_or_a_thin_stack():
+    assert auto_mode((8, 8, 8), shape=(1, 768, 1024)) == "2d"  # one FIB-SEM section: 3D means nothing
+    assert auto_mode((8, 8, 8), shape=(768, 1024)) == "2d"
+    assert auto_mode((8, 8, 8), shape=(10, 2341, 3293)) == "2d"  # thinner than the z window of sigma 5 (37)
+    assert auto_mode((8, 8, 8), shape=(37, 64, 64)) == "3d"
+    assert auto_mode((8, 8, 8), shape=(20, 64, 64), scales=(1.0, 1.6)) == "3d"  # small scales: small window
+    assert auto_mode((50, 4, 4), shape=(500, 64, 64)) == "2d"
+
+
+def test_features_of_a_region_equal_that_region_of_the_whole(monkeypatch):
+    import dask.array as da
+
+    vol = np.random.default_rng(1).random((12, 50, 60)).astype(np.float32)
+    for cfg, vs in ((FeatureConfig(scales=(1.0, 2.0), features=("gaussian", "ste", "hoge"), mode="3d"), (10, 8, 8)),
+                    (FeatureConfig(scales=(1.0, 3.5)), None)):
+        whole = compute_features(vol, cfg, voxel_size=vs)
+        for region in ((slice(0, 3), slice(0, 20), slice(40, 60)), (slice(5, 12), slice(17, 50), slice(3, 31))):
+            lazy = da.from_array(vol, chunks=(4, 25, 30))
+            part = compute_features(lazy, cfg, voxel_size=vs, region=region)
+            np.testing.assert_allclose(part, whole[(slice(None), *region)], atol=2e-5)
+    with pytest.raises(ValueError, match="region"):
+        compute_features(vol, region=(slice(0, 1), slice(60, 70), slice(0, 5)))
+    with pytest.raises(ValueError, match="region"):
+        compute_features(vol, region=(slice(0, 1, 2), slice(0, 5), slice(0, 5)))

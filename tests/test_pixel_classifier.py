@@ -140,3 +140,144 @@ def test_vnc_mitochondria_from_two_annotated_sections(shared_data):
     # measured: forest 0.164, best threshold 0.076. A forest on local features beats any threshold
     # clearly, yet stays far from useful: the lesson of notebook 02 (dark confusers need context)
     assert score > 0.14 and score > 1.5 * best_threshold, (score, best_threshold)
+
+
+# ------------------------------------------------------------------ speed: issue 19
+
+
+def test_one_section_gets_2d_features_even_when_isotropic(phantom):
+    ph, _, ann = phantom
+    clf = PixelClassifier(CLASSES, n_estimators=5).fit(ph.image[:1], ann[:1], voxel_size=(8, 8, 8), progress=False)
+    assert clf.feature_config().mode == "2d" and clf.halo()[0] == 0 and clf.training["feature_mode"] == "2d"
+    thick = PixelClassifier(CLASSES, voxel_size=(8, 8, 8))
+    assert thick.feature_config((64, 128, 128)).mode == "3d"
+
+
+def test_prediction_classifies_each_voxel_once(phantom, trained, monkeypatch):
+    ph = phantom[0]
+    rows = []
+    original = trained.forest.predict_proba
+
+    def counting(X):
+        rows.append(len(X))
+        return original(X)
+
+    monkeypatch.setattr(trained.forest, "predict_proba", counting)
+    labels = trained.predict(ph.image, block=(1, 64, 64), progress=False)
+    assert sum(rows) == ph.image.size and labels.shape == ph.image.shape
+    rows.clear()
+    trained.lazy_probabilities(ph.image, block=(2, 100, 70)).compute()
+    assert sum(rows) == ph.image.size
+
+
+def test_dense_labels_train_on_a_bounded_stratified_weighted_sample(phantom, tmp_path):
+    ph, truth, _ = phantom
+    dense = np.zeros_like(truth)
+    dense[[0, 3]] = truth[[0, 3]] + 1  # every pixel of two sections
+    n_fg = int((dense == 2).sum())
+    clf = PixelClassifier(CLASSES, n_estimators=10, max_samples=30000).fit(ph.image, dense, progress=False)
+    t = clf.training
+    assert t["sample_size"] == 30000 and t["max_samples"] == 30000
+    assert t["annotated_voxels"] == {"background": int((dense == 1).sum()), "mitochondria": n_fg}
+    small, large = sorted(t["training_sample"].values())
+    assert small == min(15000, n_fg) and small + large == 30000
+    depths = [est.tree_.max_depth for est in clf.forest.estimators_]
+    assert t["max_depth"] == 20 and t["min_samples_leaf"] == 2  # dense: bounded trees
+    assert max(depths) <= 20
+    assert clf.tree_bounds(100_000) == (20, 5) and clf.tree_bounds(20_000) == (None, 1)
+    assert PixelClassifier(CLASSES, max_depth=None, min_samples_leaf=3).tree_bounds(10**6) == (None, 3)
+    score = iou(clf.predict(ph.image, progress=False)[[1, 2, 4, 5]], truth[[1, 2, 4, 5]])[1]
+    assert score > 0.5, score
+    again = load_pixel_classifier(clf.save(tmp_path / "m"))
+    assert again.max_samples == 30000 and again.training["training_sample"] == t["training_sample"]
+    # the same seed draws the same sample
+    twin = PixelClassifier(CLASSES, n_estimators=10, max_samples=30000).fit(ph.image, dense, progress=False)
+    np.testing.assert_array_equal(twin.predict(ph.image, progress=False), clf.predict(ph.image, progress=False))
+
+
+def test_large_sections_are_featurised_tile_by_tile(phantom, monkeypatch):
+    import vemkit.pixel_classifier as pc
+
+    ph, _, ann = phantom
+    whole = PixelClassifier(CLASSES, n_estimators=10).fit(ph.image, ann, voxel_size=ph.voxel_size, progress=False)
+    monkeypatch.setattr(pc, "_WHOLE_SECTION_PIXELS", 100)
+    monkeypatch.setattr(pc, "_TRAIN_TILE", 48)
+    tiled = PixelClassifier(CLASSES, n_estimators=10).fit(ph.image, ann, voxel_size=ph.voxel_size, progress=False)
+    x = np.random.default_rng(0).random((50, whole.training["n_features"])).astype(np.float32)
+    for a, b in zip(whole.forest.estimators_, tiled.forest.estimators_):
+        np.testing.assert_array_equal(a.tree_.feature, b.tree_.feature)
+    np.testing.assert_allclose(whole.forest.predict_proba(x), tiled.forest.predict_proba(x), atol=1e-12)
+
+
+def test_in_memory_prediction_shows_progress(phantom, trained, capsys):
+    trained.predict(phantom[0].image, block=(2, 160, 160))
+    assert "random forest (blocks)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ safe storage: issue 19
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def test_saved_forest_is_arrays_only_and_round_trips(phantom, trained, tmp_path):
+    ph = phantom[0]
+    d = trained.save(tmp_path / "model")
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "forest.npz", "training.json"]
+    with np.load(d / "forest.npz", allow_pickle=False) as z:  # numbers only: nothing to unpickle
+        assert all(z[k].dtype != object for k in z.files)
+    again = load_pixel_classifier(d)
+    for a, b in zip(trained.forest.estimators_, again.forest.estimators_):
+        np.testing.assert_array_equal(a.tree_.value, b.tree_.value)
+        np.testing.assert_array_equal(a.tree_.threshold, b.tree_.threshold)
+    np.testing.assert_allclose(again.predict_proba_block(ph.image), trained.predict_proba_block(ph.image), atol=1e-6)
+    np.testing.assert_array_equal(again.forest.feature_importances_, trained.forest.feature_importances_)
+
+
+def test_pickled_forest_is_never_loaded_unless_trusted(phantom, trained, tmp_path, capsys):
+    import joblib
+
+    d = trained.save(tmp_path / "model")
+    cfg = json.loads((d / "config.json").read_text())
+    old = dict(cfg, forest={k: v for k, v in cfg["forest"].items() if k not in ("store", "file")})
+    (d / "config.json").write_text(json.dumps(old))  # the format vemkit wrote before forest.npz
+    (d / "forest.npz").unlink()
+    sentinel = tmp_path / "code-ran"
+    joblib.dump(_Payload(sentinel), d / "forest.joblib")
+    with pytest.raises(ValueError, match="written by an older vemkit.*pickle.*trust_pickle=True"):
+        load_pixel_classifier(d)
+    assert not sentinel.exists()
+    img = write_tiff(phantom[0].image, tmp_path / "img.tif", voxel_size=phantom[0].voxel_size, progress=False)
+    assert main(["predict", "--model", str(d), "--image", str(img), "--out", str(tmp_path / "o.tif"), "--quiet"]) != 0
+    assert "written by an older vemkit" in capsys.readouterr().err
+    assert not sentinel.exists() and not (tmp_path / "o.tif").exists()
+    # a genuine old model converts once, when the user says they trust it
+    joblib.dump(trained.forest, d / "forest.joblib")
+    converted = load_pixel_classifier(d, trust_pickle=True).save(tmp_path / "converted")
+    np.testing.assert_array_equal(load_pixel_classifier(converted).predict(phantom[0].image, progress=False),
+                                  trained.predict(phantom[0].image, progress=False))
+
+
+def test_crafted_forest_files_are_refused(trained, tmp_path):
+    import pickle
+
+    d = trained.save(tmp_path / "model")
+    sentinel = tmp_path / "code-ran"
+    (d / "forest.npz").write_bytes(pickle.dumps(_Payload(sentinel)))  # a pickle under the array file's name
+    with pytest.raises(ValueError, match="forest cannot be loaded"):
+        load_pixel_classifier(d)
+    assert not sentinel.exists()
+    d = trained.save(tmp_path / "model", overwrite=True)
+    with np.load(d / "forest.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["left_child"][0] = 10**9  # a child far outside the tree: C code would read out of bounds
+    np.savez(d / "forest.npz", **arrays)
+    with pytest.raises(ValueError, match="node 0 .* not a valid tree node"):
+        load_pixel_classifier(d)

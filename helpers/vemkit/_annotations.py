@@ -18,7 +18,7 @@ import numpy as np
 from ._volume import Volume
 from ._voxel import check_voxel_size
 
-__all__ = ["Annotations", "open_annotations", "DEFAULT_COLORS"]
+__all__ = ["Annotations", "open_annotations", "DEFAULT_COLORS", "DamagedChunkError"]
 
 ATTR_KEY = "vemkit_annotations"
 
@@ -92,18 +92,67 @@ class Annotations:
             )
         return value
 
+    def read(self, slices) -> np.ndarray:
+        """``array[slices]`` (a tuple of one slice per axis) in memory.
+
+        Raises
+        ------
+        DamagedChunkError
+            When a chunk in the region cannot be decoded (a torn or truncated file): the message names
+            every damaged chunk file in the region; reads that do not touch it still work.
+        """
+        slices = tuple(slices)
+        try:
+            return np.asarray(self.array[slices])
+        except (IndexError, TypeError):
+            raise
+        except Exception as err:
+            damaged = self._damaged_chunks(slices)
+            if not damaged:
+                raise
+            names = ", ".join(str(p) for p in damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+            raise DamagedChunkError(
+                f"annotation store {str(self.path)!r}: {len(damaged)} chunk(s) cannot be read ({names}: "
+                f"{type(err).__name__}: {err}), probably a torn or truncated write. The rest of the store is "
+                "readable (e.g. other sections with .section(z)). Restore the file(s) from a backup, or delete "
+                "them: their voxels then read as unlabelled (0) and can be painted again",
+                damaged,
+            ) from None
+
+    def _damaged_chunks(self, slices):
+        """Chunk files within ``slices`` that fail to decode on their own."""
+        import itertools
+
+        ranges = []
+        for sl, n, c in zip(slices, self.shape, self.array.chunks):
+            start, stop, _ = sl.indices(n) if isinstance(sl, slice) else (int(sl), int(sl) + 1, 1)
+            ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
+        damaged = []
+        for coords in itertools.product(*ranges):
+            region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, self.array.chunks, self.shape))
+            try:
+                self.array[region]
+            except Exception:
+                damaged.append(_chunk_file(self.array, self.path, coords))
+        return damaged
+
+    def _iter_blocks(self):
+        cz = self.array.chunks[0]
+        for z0 in range(0, self.shape[0], cz):
+            yield self.read((slice(z0, z0 + cz), slice(None), slice(None)))
+
     def to_numpy(self) -> np.ndarray:
         """The whole annotation volume in memory (uint8)."""
-        return np.asarray(self.array[...])
+        return self.read(tuple(slice(None) for _ in self.shape))
 
     def section(self, index: int, plane: str = "xy") -> np.ndarray:
         """One plane of the annotations: ``plane`` is ``"xy"`` (index = z), ``"xz"`` (y) or ``"yz"`` (x)."""
-        return np.asarray(self.array[_plane_slices(plane, index, self.shape)]).squeeze(axis=_PLANES[plane])
+        return self.read(_plane_slices(plane, index, self.shape)).squeeze(axis=_PLANES[plane])
 
     def counts(self) -> dict:
         """Number of annotated voxels per class name."""
         counts = np.zeros(self.n_values + 1, np.int64)
-        for block in _iter_blocks(self.array):
+        for block in self._iter_blocks():
             counts += np.bincount(block.ravel(), minlength=self.n_values + 1)[: self.n_values + 1]
         return {name: int(counts[i + 1]) for i, name in enumerate(self.classes)}
 
@@ -111,7 +160,7 @@ class Annotations:
         """The z indices that hold any annotation."""
         out = []
         for z in range(self.shape[0]):
-            if np.any(self.array[z]):
+            if np.any(self.read((slice(z, z + 1), slice(None), slice(None)))):
                 out.append(z)
         return out
 
@@ -126,7 +175,7 @@ class Annotations:
         coords, values = [], []
         cz = self.array.chunks[0]
         for z0 in range(0, self.shape[0], cz):
-            block = np.asarray(self.array[z0 : z0 + cz])
+            block = self.read((slice(z0, z0 + cz), slice(None), slice(None)))
             idx = np.nonzero(block)
             if idx[0].size:
                 coords.append(np.stack([idx[0] + z0, idx[1], idx[2]], axis=1))
@@ -138,7 +187,7 @@ class Annotations:
     # ------------------------------------------------------------------ edits
     def _write(self, slices, new_values, where=None):
         """Write ``new_values`` (or only where ``where``) into ``slices``, recording undo."""
-        old = np.asarray(self.array[slices])
+        old = self.read(slices)
         updated = old.copy()
         if where is None:
             updated[...] = new_values
@@ -254,7 +303,7 @@ class Annotations:
         slices = tuple(slice(o, e) for o, e in zip(offset, end))
         where = labels > 0
         if keep_existing:
-            where &= np.asarray(self.array[slices]) == 0
+            where &= self.read(slices) == 0
         return self._write(slices, labels.astype(np.uint8), where=where)
 
     def undo(self) -> bool:
@@ -300,10 +349,21 @@ class Annotations:
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def _iter_blocks(array):
-    cz = array.chunks[0]
-    for z0 in range(0, array.shape[0], cz):
-        yield np.asarray(array[z0 : z0 + cz])
+class DamagedChunkError(ValueError):
+    """A chunk of an annotation store cannot be decoded (a torn or truncated write); ``chunks`` lists
+    the damaged chunk files. The other chunks stay readable."""
+
+    def __init__(self, message, chunks):
+        super().__init__(message)
+        self.chunks = chunks
+
+
+def _chunk_file(array, path, coords):
+    try:
+        key = array.metadata.chunk_key_encoding.encode_chunk_key(coords)
+    except AttributeError:  # zarr v2 metadata
+        key = ".".join(str(c) for c in coords)
+    return Path(path) / key
 
 
 def _plane_shape(plane, shape):

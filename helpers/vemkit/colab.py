@@ -7,14 +7,33 @@ or replaced: Colab ships a CUDA build matched to its driver, and a pip-installed
 it. Nor is ipykernel: Colab pins its own, and it is the kernel running the notebook. The cell ends by
 saying whether the runtime has a GPU, and clearly when it is CPU only.
 
+The install cell pins vemkit to a release tag or a commit (:data:`INSTALL_SPEC`, :func:`install_line`):
+a branch moves, so the same notebook could install different code from one day to the next. The cell
+says which commit it got (:func:`installed_from`) and warns when it came from a branch.
+
 Not for: installing vemkit anywhere else (README: set-up command, ``environment.yml``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 
-__all__ = ["NEVER_INSTALL", "gpu_status", "missing_requirements", "setup_colab"]
+from . import __version__
+
+__all__ = ["INSTALL_SPEC", "NEVER_INSTALL", "RELEASE_TAG", "REPOSITORY", "gpu_status", "install_line",
+           "installed_from", "is_pinned", "missing_requirements", "setup_colab"]
+
+#: Where the install cell installs vemkit from.
+REPOSITORY = "https://github.com/vemkit/vemkit"
+#: The release tag of this version of vemkit (``git tag v<version>`` on the release commit).
+RELEASE_TAG = f"v{__version__}"
+#: The requirement that an install cell of this version installs: vemkit at its release tag.
+INSTALL_SPEC = f"vemkit @ git+{REPOSITORY}@{RELEASE_TAG}"
+
+_TAG = re.compile(r"v\d+(\.\d+)*([.-]?(a|b|rc|post|dev)\d*)*")
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 #: Distributions the install cell never installs or replaces, with the reason it says.
 NEVER_INSTALL = {
@@ -114,6 +133,89 @@ def gpu_status() -> dict:
     return {"device": "cpu", "name": None, "memory_gb": None, "torch": torch.__version__}
 
 
+def is_pinned(ref: str) -> bool:
+    """Whether a git ref names fixed code: a release tag (``v0.1.0``) or a commit (7-40 hex digits),
+    not a branch (``main``), whose code moves.
+
+    Examples
+    --------
+    >>> is_pinned("v0.1.0"), is_pinned("0730b4dc824c27fa7d4d79980c1b1a0f46b2651f"), is_pinned("main")
+    (True, True, False)
+    """
+    ref = str(ref)
+    return bool(_TAG.fullmatch(ref) or _COMMIT.fullmatch(ref))
+
+
+def install_line(ref: str = RELEASE_TAG) -> str:
+    """The ``%pip`` line of a notebook's install cell, installing vemkit alone at ``ref``.
+
+    Parameters
+    ----------
+    ref : str
+        A release tag or a commit (default: this version's tag, :data:`RELEASE_TAG`); a branch is
+        refused, since what it installs changes under the notebook.
+
+    Examples
+    --------
+    >>> install_line("v0.1.0")
+    '%pip install -q --no-deps "vemkit @ git+https://github.com/vemkit/vemkit@v0.1.0"'
+    >>> install_line("main")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'main' looks like a branch: pin a release tag (v0.1.0) or a commit (40 hex digits)
+    """
+    if not is_pinned(ref):
+        raise ValueError(f"{ref!r} looks like a branch: pin a release tag (v0.1.0) or a commit (40 hex digits)")
+    return f'%pip install -q --no-deps "vemkit @ git+{REPOSITORY}@{ref}"'
+
+
+def _direct_url() -> str | None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        return distribution("vemkit").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+
+
+def installed_from(direct_url: str | None = None) -> dict:
+    """Where the installed vemkit came from (pip's ``direct_url.json``, PEP 610).
+
+    Returns
+    -------
+    dict
+        ``url``, ``requested`` (the ref the install asked for, or None), ``commit`` (the commit pip
+        checked out, or None), ``editable`` (bool) and ``pinned`` (whether ``requested`` is a tag or
+        commit; None when not installed from git).
+
+    Examples
+    --------
+    >>> installed_from('{"url": "https://github.com/vemkit/vemkit", "vcs_info": {"vcs": "git", '
+    ...                '"requested_revision": "main", "commit_id": "0730b4dc824c27fa7d4d79980c1b1a0f46b2651f"}}')["pinned"]
+    False
+    """
+    text = _direct_url() if direct_url is None else direct_url
+    info = json.loads(text) if text else {}
+    vcs = info.get("vcs_info") or {}
+    requested = vcs.get("requested_revision")
+    return {
+        "url": info.get("url"),
+        "requested": requested,
+        "commit": vcs.get("commit_id"),
+        "editable": bool((info.get("dir_info") or {}).get("editable")),
+        "pinned": (is_pinned(requested) if requested else False) if vcs else None,
+    }
+
+
+def _report_source(version, source):
+    if source["commit"]:
+        print(f"vemkit {version} from {source['url']} at commit {source['commit'][:12]}"
+              f" (requested: {source['requested'] or 'default branch'})")
+    if source["pinned"] is False:
+        print(f"NOTE: vemkit came from a branch ({source['requested'] or 'default'}), whose code moves: the same "
+              f"notebook can install different code tomorrow. Pin it: {install_line()}")
+
+
 def _run_pip(args):
     import subprocess
 
@@ -142,7 +244,8 @@ def setup_colab(*, requirements=None, installed_version=None, pip=None, quiet: b
     -------
     dict
         ``installed`` (requirements installed), ``withheld`` (torch requirements left alone),
-        ``restart`` (whether modules already imported were upgraded: restart the session) and
+        ``restart`` (whether modules already imported were upgraded: restart the session),
+        ``source`` (:func:`installed_from`: the commit installed, and whether it was pinned) and
         ``gpu`` (:func:`gpu_status`).
 
     Examples
@@ -164,6 +267,8 @@ def setup_colab(*, requirements=None, installed_version=None, pip=None, quiet: b
     reqs = _vemkit_requirements() if requirements is None else list(requirements)
     missing, withheld = missing_requirements(reqs, installed_version)
     version = installed_version("vemkit") or "(not installed)"
+    source = installed_from()
+    _report_source(version, source)
     restart = False
     if missing:
         print(f"vemkit {version}: installing what this runtime lacks: {', '.join(missing)}")
@@ -200,4 +305,4 @@ def setup_colab(*, requirements=None, installed_version=None, pip=None, quiet: b
         print("CPU ONLY: this runtime has no GPU. Notebooks 01, 02 and 05 run fine; 03 (training) and 04 "
               "(inference) run, but many times slower. For a GPU: Runtime > Change runtime type > T4 GPU, "
               "then run the notebook again from the top.")
-    return {"installed": missing, "withheld": withheld, "restart": restart, "gpu": gpu}
+    return {"installed": missing, "withheld": withheld, "restart": restart, "source": source, "gpu": gpu}

@@ -217,28 +217,45 @@ class FeatureConfig:
         return tuple(halo)
 
 
-def auto_mode(voxel_size) -> str:
-    """Choose ``"2d"`` (per section) when z is much coarser than the section plane, else ``"3d"``.
+def auto_mode(voxel_size, shape=None, scales=DEFAULT_SCALES) -> str:
+    """Choose ``"2d"`` (per section) when z is much coarser than the section plane or the stack is
+    thinner than the 3D filters, else ``"3d"``.
 
     Parameters
     ----------
     voxel_size : tuple of 3 float or None
         Voxel size (z, y, x) in nm; ``None`` (unknown) gives ``"2d"``, which assumes nothing about z.
+    shape : tuple of int, optional
+        Shape (z, y, x) of the image (or (y, x): one section). A stack with fewer sections than the z
+        window of the largest 3D Gaussian (``2 * radius + 1`` sections) gets ``"2d"``: there, most of what
+        a 3D filter sees is the mirrored border, so 3D features cost several times more (and need a
+        z halo of that radius on every block) for little more information than 2D ones.
+    scales : tuple of float
+        The feature scales (in-plane pixels) the window is computed for.
 
     Returns
     -------
     str
-        ``"2d"`` when ``z / mean(y, x) > 3``, else ``"3d"``.
+        ``"2d"`` when ``z / mean(y, x) > 3`` or the stack is thin, else ``"3d"``.
 
     Examples
     --------
     >>> auto_mode((50, 4, 4)), auto_mode((8, 8, 8)), auto_mode((20, 8, 8))
     ('2d', '3d', '3d')
+    >>> auto_mode((8, 8, 8), shape=(1, 768, 1024)), auto_mode((8, 8, 8), shape=(64, 256, 256))
+    ('2d', '3d')
     """
     if voxel_size is None:
         return "2d"
     z, y, x = check_voxel_size(voxel_size, name="voxel_size")
-    return "2d" if z / ((y + x) / 2) > _AUTO_2D_ANISOTROPY else "3d"
+    if z / ((y + x) / 2) > _AUTO_2D_ANISOTROPY:
+        return "2d"
+    if shape is not None:
+        n_z = int(shape[0]) if len(shape) == 3 else 1
+        window = 2 * kernel_radius(max(scales) * ((y + x) / 2) / z) + 1
+        if n_z < window:
+            return "2d"
+    return "3d"
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -320,8 +337,8 @@ def _to_numpy(t):
 # --------------------------------------------------------------------------------------- public API
 
 
-def compute_features(image, config=None, *, voxel_size=None, device="cpu", progress=False) -> np.ndarray:
-    """Compute the feature stack of an image or (small) volume in memory.
+def compute_features(image, config=None, *, voxel_size=None, device="cpu", progress=False, region=None) -> np.ndarray:
+    """Compute the feature stack of an image or (small) volume in memory, or of one region of it.
 
     Parameters
     ----------
@@ -337,11 +354,16 @@ def compute_features(image, config=None, *, voxel_size=None, device="cpu", progr
         ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"`` (see :func:`vemkit._device.resolve_device`).
     progress : bool
         Show a progress bar (over sections in 2D, scales in 3D).
+    region : tuple of 3 slices, optional
+        Compute only the features of ``image[region]`` (slices with explicit start and stop): the context
+        they need is read from ``image`` around the region (mirrored only at the true borders), so the
+        result equals the same region of the whole-image features, and only the region plus its halo
+        is read (a lazy image stays lazy).
 
     Returns
     -------
     ndarray of shape (F, Z, Y, X), float32
-        One channel per name of ``config.names()``; a 2D image gives Z = 1.
+        One channel per name of ``config.names()``; a 2D image gives Z = 1; with ``region``, its shape.
 
     Notes
     -----
@@ -358,6 +380,9 @@ def compute_features(image, config=None, *, voxel_size=None, device="cpu", progr
     ((2, 1, 32, 32), dtype('float32'))
     >>> int(np.argmax(f[1, 0, 10]))  # the gradient magnitude peaks at the step
     15
+    >>> part = compute_features(img, cfg, region=(slice(0, 1), slice(4, 12), slice(10, 20)))
+    >>> part.shape, bool(np.allclose(part, f[:, :, 4:12, 10:20], atol=1e-5))
+    ((2, 1, 8, 10), True)
     """
     import torch
 
@@ -365,9 +390,12 @@ def compute_features(image, config=None, *, voxel_size=None, device="cpu", progr
     source, voxel_size = _as_source(image, voxel_size)
     make_plan(config, voxel_size)  # checks the voxel size before any work
     dev = resolve_device(device)
-    if not isinstance(source, np.ndarray):
-        source = np.asarray(source.compute() if hasattr(source, "compute") else source)
-    region = tuple(slice(0, int(n)) for n in source.shape)
+    if region is None:
+        if not isinstance(source, np.ndarray):
+            source = np.asarray(source.compute() if hasattr(source, "compute") else source)
+        region = tuple(slice(0, int(n)) for n in source.shape)
+    else:
+        region = _check_region(region, source.shape)
     with torch.no_grad(), _workers(torch, dev) as ex:
         out = _compute_block(torch, source, region, config, voxel_size, dev, ex, progress)
         return _to_numpy(out)
@@ -444,6 +472,22 @@ def compute_features_blockwise(volume, config=None, *, voxel_size=None, block=No
             feats = _compute_block(torch, source, region, config, voxel_size, dev, ex)
             out[(slice(None), *region)] = _to_numpy(feats)
     return out
+
+
+def _check_region(region, shape):
+    """``region`` as 3 slices with start < stop inside ``shape`` (a 2D image's region may leave out z)."""
+    region = tuple(region)
+    if len(region) == 2 and len(shape) == 3 and shape[0] == 1:
+        region = (slice(0, 1), *region)
+    if len(region) != 3 or not all(isinstance(sl, slice) and sl.step in (None, 1) for sl in region):
+        raise ValueError(f"region must be 3 slices (z, y, x) with step 1, got {region!r}")
+    out = []
+    for sl, n in zip(region, shape):
+        start, stop, _ = sl.indices(int(n))
+        if stop <= start:
+            raise ValueError(f"region {region!r} is empty or outside the image of shape {tuple(shape)}")
+        out.append(slice(start, stop))
+    return tuple(out)
 
 
 def _check_config(config) -> FeatureConfig:

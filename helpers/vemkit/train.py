@@ -261,7 +261,12 @@ def _resume(ckpt, loop, rng, gen, progress):
 
     if not ckpt.exists():
         return None, 0.0
-    state = torch.load(ckpt, map_location=loop.device, weights_only=False)
+    try:  # weights_only: a checkpoint is tensors and plain values; a planted pickle must not run code
+        state = torch.load(ckpt, map_location=loop.device, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by cause
+        raise ValueError(f"{ckpt} is not a training checkpoint that vemkit can load safely ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); nothing in it was run. Delete it to "
+                         "train from the start, or pass resume=False") from None
     loop.modules[0].load_state_dict(state["network"])
     loop.opt.load_state_dict(state["optimizer"])
     loop.step = state["step"]
