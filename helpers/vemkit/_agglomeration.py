@@ -42,6 +42,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ._affinities import check_offsets_within_halo, offsets_halo
 from ._blockwise import block_grid, check_block
+from ._progress import progress_bar
 
 __all__ = ["METHODS", "Agglomerator", "mean_agglomeration", "mutex_watershed_graph"]
 
@@ -330,10 +331,8 @@ class Agglomerator:
         return int(np.ravel_multi_index(key, self.counts)) * n
 
     def _each(self, stage, fn):
-        from tqdm.auto import tqdm
-
         todo = [k for k in self.keys if self._linear(k) not in self.done(stage)]
-        for key in tqdm(todo, desc=stage, disable=not self.progress, unit="block"):
+        for key in progress_bar(todo, desc=stage, disable=not self.progress, unit="block"):
             fn(key, self.regions[key])
             self.mark(stage, self._linear(key))
 

@@ -29,6 +29,7 @@ import traitlets as t
 from ._annotator import Annotator
 from ._annotator_render import PLANE_AXIS, deflate, plane_shape
 from ._display import as_display_array
+from ._progress import progress_bar
 
 __all__ = ["PromptAnnotator"]
 
@@ -101,13 +102,11 @@ class PromptAnnotator(Annotator):
         return None if self.embedding_cache is None else self.embedding_cache / f"{plane}_{int(index)}.npz"
 
     def _compute(self, plane, index):
-        from tqdm.auto import tqdm
-
         path = self._cache_file(plane, index)
         loader = getattr(self.segmenter, "load_embedding", None)
         if path is not None and path.is_file() and loader is not None:
             return loader(path)
-        with tqdm(total=1, desc=f"embedding {plane} {index}", leave=False) as bar:
+        with progress_bar(total=1, desc=f"embedding {plane} {index}", unit="section") as bar:
             emb = self.segmenter.embed(self._section(plane, index))
             bar.update(1)
         if path is not None and hasattr(emb, "save") and loader is not None:
@@ -150,10 +149,8 @@ class PromptAnnotator(Annotator):
 
     def precompute_embeddings(self, indices=None, plane="xy"):
         """Compute (or load) the embeddings of many sections with a progress bar; default all of ``plane``."""
-        from tqdm.auto import tqdm
-
         n = self._volume.shape[PLANE_AXIS[plane]]
-        for i in tqdm(range(n) if indices is None else indices, desc="section embeddings"):
+        for i in progress_bar(range(n) if indices is None else indices, desc="section embeddings", unit="section"):
             self.embedding(plane, i)
 
     def _on_prompt_position(self, change):
