@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._basemodels import resolve_model
 from ._device import resolve_device
 from ._losses import masked_losses
 from ._trainloop import TrainLoop, run_environment
@@ -43,12 +44,13 @@ SOURCES = {
     "phantom": "synthetic EM-like volume at 5 nm, membranes and mitochondria (vesicles count as background)",
 }
 #: Named pretrainings (``vemkit pretrain --recipe NAME``): keyword arguments of :func:`pretrain`.
-#: ``mito2d`` keeps VNC sections 16-19 and CDeep3M's 'validation' volume out, to score the result on.
+#: ``mito2d`` keeps VNC sections 16-19 and CDeep3M's 'validation' volume out, to score the result on, and
+#: continues from ``em2d-small`` (ISBI, FlyEM, phantom: it never saw VNC or CDeep3M).
 RECIPES = {
     "mito2d": {
         "sources": ("isbi2012", "flyem_medulla_fibsem", "drosophila_vnc_sstem", "cdeep3m_mito", "phantom"),
-        "vnc_sections": tuple(range(16)), "minutes": 30.0, "model_size": "small", "patch": 256,
-        "batch_size": 8, "augment": "pretraining",
+        "vnc_sections": tuple(range(16)), "minutes": 25.0, "model_size": "small", "patch": 256,
+        "batch_size": 8, "augment": "pretraining", "init": "em2d-small", "lr": 5e-4,
         "description": "2D small U-Net, background/membrane/mitochondria: ISBI 2012, FlyEM, VNC (0-15), "
                        "CDeep3M SBF-SEM mitochondria, phantom; strong microscope augmentation",
     },
@@ -226,7 +228,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
              minutes: float | None = 20.0, iterations: int | None = None, model_size: str = "small",
              patch: int = 256, batch_size: int = 4, device="auto", seed: int = 0, lr: float = 1e-3,
              description: str = "", progress: bool = True, half: bool = True, amp="auto", augment="default",
-             recipe: str | None = None):
+             recipe: str | None = None, init=None):
     """Train a 2D base model on several labelled EM sources and save it as a model directory.
 
     Parameters
@@ -255,6 +257,11 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         (pixel size 0.6-1.6x and wide intensity changes, for unseen microscopes).
     recipe : str, optional
         Only recorded (the :data:`RECIPES` name the arguments came from).
+    init : str or Path, optional
+        Continue from this base model (a shipped name or a model directory with :data:`CLASSES`)
+        instead of random weights; ``model_size`` is then the init's. What it was trained on is
+        recorded and counts as seen (a leave-one-out run must start from a base that never saw the
+        held-out dataset).
 
     Returns
     -------
@@ -263,7 +270,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     import torch
 
     from . import __version__
-    from .models import UNET_SIZES, SegmentationModel, UNet
+    from .models import SegmentationModel
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -281,8 +288,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     for name in sources:
         loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
     supervision = _say_what_trains(loaded)
-    base_channels, depth = UNET_SIZES[model_size]
-    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth)
+    net, init_record = _initial_network(init, model_size, sources)
     loop = _PretrainLoop(net, loaded, rng, torch.Generator().manual_seed(seed), patch, batch_size, aug,
                          device=dev, amp=amp, lr=lr, progress=progress)
     history = loop.new_history()
@@ -294,8 +300,10 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         "vemkit_version": __version__,
         "method": "pretrain",
         "command": _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed,
-                            augment if isinstance(augment, str) else "custom"),
+                            augment if isinstance(augment, str) else "custom")
+        + (f" --init {init_record['model']} --lr {lr:g}" if init_record else ""),
         "recipe": recipe,
+        "init": init_record,
         "supervision": supervision,
         "augment": aug.to_dict(),
         "sources": {s.name: {"what": SOURCES[s.name], "sections": int(s.image.shape[0]), "sha256": s.hashes}
@@ -313,6 +321,24 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     model.save(out, half=half)
     _write_card(out, model)
     return model
+
+
+def _initial_network(init, model_size, sources):
+    """A fresh 2D U-Net of ``model_size``, or the network of base model ``init`` and its record."""
+    from .models import UNET_SIZES, UNet, load_model
+
+    if init is None:
+        base_channels, depth = UNET_SIZES[model_size]
+        return UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth), None
+    path = resolve_model(init)
+    model = load_model(path)
+    if list(model.classes) != CLASSES or model.network.ndim != 2 or model.extra_targets:
+        raise ValueError(f"init {str(init)!r} must be a 2D base model with classes {CLASSES}; it has "
+                         f"{list(model.classes)} ({model.network.ndim}D)")
+    seen = sorted(set(model.training.get("sources", {})) | set((model.training.get("init") or {}).get("seen", [])))
+    clash = sorted(set(seen) & set(sources) - {"phantom"})
+    return model.network.float(), {"model": Path(path).name, "command": model.training.get("command"),
+                                   "seen": seen, "also_in_sources": clash}
 
 
 class _PretrainLoop(TrainLoop):
@@ -427,6 +453,10 @@ def _write_card(out: Path, model):
         lines.append(f"- VNC sections used: {r['vnc_sections']} (the others are kept for testing)")
     if "cdeep3m_mito" in r["sources"]:
         lines.append("- CDeep3M: the 'training' volume only (its 'validation' volume is kept for testing)")
+    if r.get("init"):
+        i = r["init"]
+        lines.append(f"- Continued from the base model `{i['model']}` (itself trained on {', '.join(i['seen'])}: "
+                     f"`{i['command']}`)")
     if r.get("augment"):
         a = r["augment"]
         lines.append(f"- Augmentation: zoom {a['scale_range']} (p {a['scale']}), contrast {a['contrast_range']}, "

@@ -93,6 +93,8 @@ def add_pretrain(sub):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--augment", choices=["default", "pretraining"],
                    help="augmentation strength (pretraining: pixel size 0.6-1.6x, wide contrast/gamma, blur, noise)")
+    p.add_argument("--init", help="continue from this base model (shipped name or model directory; 'none': random)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3, or the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     add_common(p, device=True, amp=True, quiet=True)
     p.set_defaults(func=run_pretrain)
@@ -113,9 +115,11 @@ def pretrain_arguments(args) -> dict:
         kw["description"] = f"{kw.get('description', 'base model')} (without {', '.join(sorted(drop))})"
     if args.vnc_sections:
         kw["vnc_sections"] = tuple(int(v) for v in args.vnc_sections.split(","))
-    for name in ("minutes", "iterations", "model_size", "patch", "batch_size", "augment"):
+    for name in ("minutes", "iterations", "model_size", "patch", "batch_size", "augment", "init", "lr"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
+    if kw.get("init") == "none":
+        kw["init"] = None
     return kw
 
 
