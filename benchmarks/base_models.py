@@ -121,7 +121,7 @@ def pretrain_without(held_out, work, minutes, device):
     return out, model.training
 
 
-def finetune_row(name, base, k, minutes, device, work):
+def finetune_row(name, base, k, minutes, device, work, methods=("finetuned", "scratch", "random_forest")):
     """IoU on the test split after training on k sections: fine-tuned base, scratch U-Net, random forest."""
     from transfer import run_rf, run_unet
 
@@ -135,12 +135,15 @@ def finetune_row(name, base, k, minutes, device, work):
     classes = ["background", "mitochondria"]
     row = {}
     for method, b in (("finetuned", str(base)), ("scratch", None)):
+        if method not in methods:
+            continue
         row[method] = run_unet(image, ann, test, truth, classes, base=b, minutes=minutes, iterations=None, seed=0,
                                device=device, workdir=work, tag=f"{name}-{k}-{method}")
         print(f"{name} {k} section(s) {method:9s} IoU {row[method]['iou']:.3f} ({row[method]['iterations']} it)",
               flush=True)
-    row["random_forest"] = run_rf(image, ann, test, truth, classes, seed=0, workdir=work, tag=f"{name}-{k}-rf")
-    print(f"{name} {k} section(s) random forest IoU {row['random_forest']['iou']:.3f}", flush=True)
+    if "random_forest" in methods:
+        row["random_forest"] = run_rf(image, ann, test, truth, classes, seed=0, workdir=work, tag=f"{name}-{k}-rf")
+        print(f"{name} {k} section(s) random forest IoU {row['random_forest']['iou']:.3f}", flush=True)
     return row
 
 
@@ -151,13 +154,17 @@ def leave_one_out(args):
     for name in args.leave_one_out.split(","):
         if name not in TEST_SPLIT:
             raise SystemExit(f"--leave-one-out: no test split for {name!r}; choose from {sorted(TEST_SPLIT)}")
-        path, record = pretrain_without(name, args.work, args.pretrain_minutes, args.device)
-        entry = {"model": str(path), "pretrain_seconds": record["seconds"], "pretrain_iterations": record["iterations"],
-                 "pretrain_device": record["device"]}
+        entry = {}
+        path = None
+        if not args.skip_zero_shot or "finetuned" in args.methods.split(","):  # only these need the model
+            path, record = pretrain_without(name, args.work, args.pretrain_minutes, args.device)
+            entry = {"model": str(path), "pretrain_seconds": record["seconds"],
+                     "pretrain_iterations": record["iterations"], "pretrain_device": record["device"]}
         if not args.skip_zero_shot:
             entry["zero_shot"] = zero_shot(path, args.device, [name])[f"{name} mitochondria"]
         for k in [int(v) for v in args.shots.split(",")] if args.shots else []:
-            entry[f"{k}_sections"] = finetune_row(name, path, k, args.finetune_minutes, args.device, args.work)
+            entry[f"{k}_sections"] = finetune_row(name, path, k, args.finetune_minutes, args.device, args.work,
+                                                  args.methods.split(","))
         results["datasets"][name] = entry
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
@@ -173,6 +180,9 @@ def main(argv=None):
     p.add_argument("--shots", default="", help="fine-tuning rows, e.g. 1,2,4 (default: zero-shot only)")
     p.add_argument("--finetune-minutes", type=float, default=5.0)
     p.add_argument("--skip-zero-shot", action="store_true")
+    p.add_argument("--methods", default="finetuned,scratch,random_forest",
+                   help="fine-tuning rows: which of finetuned, scratch, random_forest (run them as parallel jobs)")
+    p.add_argument("--datasets", help="MODEL mode: comma-separated subset of " + ", ".join(TARGETS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--write-card", action="store_true",
@@ -187,7 +197,7 @@ def main(argv=None):
 
     path = Path(args.model) if Path(args.model).is_dir() else base_model_path(args.model)
     t0 = time.perf_counter()
-    results = zero_shot(path, args.device)
+    results = zero_shot(path, args.device, args.datasets.split(",") if args.datasets else None)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "results": results}, indent=1))
     if args.write_card:

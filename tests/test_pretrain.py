@@ -23,7 +23,7 @@ from vemkit.train import base_model_path, list_base_models  # noqa: E402
 
 SHIPPED = "em2d-mito"
 #: zero-shot IoU of the shipped model on the test crop below, measured when it was shipped, minus a margin
-MEASURED_CROP_IOU = None  # set from the measurement (see test_cli_predict_by_name_finds_mitochondria)
+MEASURED_CROP_IOU = 0.677  # measured 2026-12-04 on the 2-core CPU (bf16), test_cli_predict_by_name_finds_mitochondria
 
 
 def _logits():
@@ -195,7 +195,7 @@ def test_cli_predict_by_name_finds_mitochondria(shared_data, tmp_path):
     out = tmp_path / "pred.ome.zarr"
     assert main(["predict", "--model", SHIPPED, "--image", str(tmp_path / "crop.tif"), "--voxel-size", "40,5.9,5.9",
                  "--out", str(out), "--device", "cpu", "--quiet"]) == 0
-    labels = np.asarray(open_volume(f"{out}:/labels/segmentation").data)
+    labels = np.asarray(open_volume(str(out)).data)
     mask = labels == 2
     iou = (mask & truth).sum() / max((mask | truth).sum(), 1)
     assert iou > MEASURED_CROP_IOU - 0.1, iou
@@ -213,7 +213,7 @@ def test_cli_predict_resolves_a_shipped_name(tmp_path, capsys):
     out = tmp_path / "p.ome.zarr"
     assert main(["predict", "--model", SHIPPED, "--image", str(tmp_path / "x.tif"), "--voxel-size", "40,5,5",
                  "--out", str(out), "--device", "cpu", "--quiet"]) == 0
-    assert open_volume(f"{out}:/labels/segmentation").shape == (1, 64, 64)
+    assert open_volume(str(out)).shape == (1, 64, 64)
     assert main(["predict", "--model", "no-such-model", "--image", str(tmp_path / "x.tif"), "--out",
                  str(tmp_path / "q.ome.zarr"), "--quiet"]) != 0
     assert "no-such-model" in capsys.readouterr().err
