@@ -1,60 +1,233 @@
-"""Zero-shot quality of a base model: IoU per class on the shared datasets, no fine-tuning.
+"""Zero-shot quality of base models (IoU per class, no fine-tuning) and the honest leave-one-out table.
 
-A base model is only honestly scored on data it never saw: the output marks each dataset the model's
-training record lists as "(seen in pretraining)".
+Two modes:
+
+- ``base_models.py MODEL``: zero-shot IoU per class of a shipped base model (or model directory) on
+  the shared datasets; each dataset the model's training record lists is marked "(seen in
+  pretraining)", and the held-out test split (see ``TEST_SPLIT``) is scored apart from the rest.
+- ``base_models.py --leave-one-out cdeep3m_mito,drosophila_vnc_sstem``: for each named dataset,
+  pretrain the ``mito2d`` recipe *without it* (once; reused from ``--work`` when already there), score
+  its mitochondria IoU zero-shot, then fine-tune on 1, 2 and 4 of its sections (``--shots``) for
+  ``--finetune-minutes`` each, beside a U-Net from scratch and the random forest with the same sections
+  and budget, all scored on the dataset's test split, which no method trains on.
+
+Test splits: ``cdeep3m_mito`` -> its 'validation' volume (10 sections), fine-tuning sections come from
+its 'training' volume; ``drosophila_vnc_sstem`` -> sections 16-19, fine-tuning sections from 0-15.
+The shipped ``em2d-mito`` saw neither test split.
 
 Usage::
 
-    VEMKIT_DATA_DIR=../shared/data python benchmarks/base_models.py em2d-small
+    VEMKIT_DATA_DIR=../shared/data python benchmarks/base_models.py em2d-mito
+    VEMKIT_DATA_DIR=../shared/data python benchmarks/base_models.py --leave-one-out cdeep3m_mito,drosophila_vnc_sstem \\
+        --work /tmp/loo --pretrain-minutes 30 --shots 1,2,4 --finetune-minutes 5 --json /tmp/loo.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 TARGETS = {
     "drosophila_vnc_sstem": {"membrane": "membranes", "mitochondria": "mitochondria"},
     "isbi2012": {"membrane": "membranes"},
+    "cdeep3m_mito": {"mitochondria": "mitochondria"},
 }
+#: dataset -> (sections fine-tuning may use, test sections), in the stacked (training [+ validation]) volume
+TEST_SPLIT = {"drosophila_vnc_sstem": (list(range(16)), [16, 17, 18, 19]),
+              "cdeep3m_mito": (list(range(20)), list(range(20, 30)))}
+#: which fine-tuning sections for k shots (spread over the allowed ones)
+SHOTS = {1: [0], 2: [0, 10], 4: [0, 5, 10, 15]}
+
+
+def _iou(pred, truth):
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    union = np.logical_or(pred, truth).sum()
+    return float(np.logical_and(pred, truth).sum() / union) if union else float("nan")
+
+
+def load_stack(name):
+    """(image Volume, {label name: bool array}) of a dataset, cdeep3m's two volumes stacked in z order."""
+    from vemkit._volume import Volume
+    from vemkit.datasets import load_dataset
+
+    if name == "cdeep3m_mito":
+        parts = [load_dataset(name, v, progress=False) for v in ("training", "validation")]
+        img = np.concatenate([np.asarray(d.image.data) for d in parts])
+        mito = np.concatenate([np.asarray(d.labels["mitochondria"].data) > 0 for d in parts])
+        return Volume.from_array(img, voxel_size=parts[0].voxel_size, source=name), {"mitochondria": mito}
+    d = load_dataset(name, progress=False)
+    return d.image, {k: np.asarray(v.data) > 0 for k, v in d.labels.items() if k in TARGETS[name].values()}
+
+
+def predict_classes(model, image, workdir, tag, device="cpu"):
+    from vemkit.io import open_volume
+    from vemkit.predict import predict_volume
+
+    res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, overwrite=True, progress=False)
+    return np.asarray(open_volume(res.labels).data)
+
+
+def zero_shot(model_path, device="cpu", datasets=None):
+    """IoU per (dataset, class) of a model with no fine-tuning: all sections and the test split."""
+    from vemkit.models import load_model
+    from vemkit.pretrain import class_index
+
+    model = load_model(model_path)
+    seen = set(model.training.get("sources", {})) | set((model.training.get("init") or {}).get("seen", []))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets or TARGETS:
+            image, labels = load_stack(name)
+            t0 = time.perf_counter()
+            pred = predict_classes(model, image, tmp, name, device)
+            for cls, key in TARGETS[name].items():
+                mask = pred == class_index(model, cls)
+                truth = labels[key]
+                test = TEST_SPLIT.get(name, (None, list(range(truth.shape[0]))))[1]
+                r = {"iou_all": round(_iou(mask, truth), 3), "iou_test": round(_iou(mask[test], truth[test]), 3),
+                     "seen": name in seen}
+                results[f"{name} {cls}"] = r
+                note = " (seen in pretraining)" if name in seen else ""
+                print(f"{name:22s} {cls:13s} IoU all {r['iou_all']:.3f}  test split {r['iou_test']:.3f}{note}  "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return results
+
+
+def pretrain_without(held_out, work, minutes, device):
+    """The mito2d recipe without ``held_out`` (VNC: all its sections when it is not the one held out)."""
+    from vemkit.models import load_model
+    from vemkit.pretrain import RECIPES, pretrain
+
+    out = Path(work) / f"loo-{held_out}"
+    if (out / "config.json").is_file():
+        print(f"reusing {out} (pretrained without {held_out})", flush=True)
+        return out, load_model(out).training
+    recipe = dict(RECIPES["mito2d"])
+    recipe["sources"] = tuple(s for s in recipe["sources"] if s != held_out)
+    recipe["vnc_sections"] = None
+    recipe["description"] = f"mito2d recipe without {held_out} (leave-one-out benchmark)"
+    recipe["minutes"] = minutes
+    model = pretrain(out, device=device, progress=False, recipe="mito2d", **recipe)
+    if held_out in (model.training.get("init") or {}).get("seen", []):
+        raise SystemExit(f"the recipe's init base model saw {held_out}: not a leave-one-out")
+    return out, model.training
+
+
+def finetune_row(name, base, k, minutes, device, work, methods=("finetuned", "scratch", "random_forest")):
+    """IoU on the test split after training on k sections: fine-tuned base, scratch U-Net, random forest."""
+    from transfer import run_rf, run_unet
+
+    image, labels = load_stack(name)
+    truth = labels["mitochondria"]
+    train = SHOTS[k]
+    test = TEST_SPLIT[name][1]
+    ann = np.zeros(truth.shape, np.uint8)
+    for z in train:
+        ann[z] = 1 + truth[z]
+    classes = ["background", "mitochondria"]
+    row = {}
+    for method, b in (("finetuned", str(base)), ("scratch", None)):
+        if method not in methods:
+            continue
+        row[method] = run_unet(image, ann, test, truth, classes, base=b, minutes=minutes, iterations=None, seed=0,
+                               device=device, workdir=work, tag=f"{name}-{k}-{method}")
+        print(f"{name} {k} section(s) {method:9s} IoU {row[method]['iou']:.3f} ({row[method]['iterations']} it)",
+              flush=True)
+    if "random_forest" in methods:
+        row["random_forest"] = run_rf(image, ann, test, truth, classes, seed=0, workdir=work, tag=f"{name}-{k}-rf")
+        print(f"{name} {k} section(s) random forest IoU {row['random_forest']['iou']:.3f}", flush=True)
+    return row
+
+
+def leave_one_out(args):
+    import platform
+
+    results = {"device": args.device, "machine": platform.processor() or platform.machine(), "datasets": {}}
+    for name in args.leave_one_out.split(","):
+        if name not in TEST_SPLIT:
+            raise SystemExit(f"--leave-one-out: no test split for {name!r}; choose from {sorted(TEST_SPLIT)}")
+        entry = {}
+        path = None
+        if not args.skip_zero_shot or "finetuned" in args.methods.split(","):  # only these need the model
+            path, record = pretrain_without(name, args.work, args.pretrain_minutes, args.device)
+            entry = {"model": str(path), "pretrain_seconds": record["seconds"],
+                     "pretrain_iterations": record["iterations"], "pretrain_device": record["device"]}
+        if not args.skip_zero_shot:
+            entry["zero_shot"] = zero_shot(path, args.device, [name])[f"{name} mitochondria"]
+        for k in [int(v) for v in args.shots.split(",")] if args.shots else []:
+            entry[f"{k}_sections"] = finetune_row(name, path, k, args.finetune_minutes, args.device, args.work,
+                                                  args.methods.split(","))
+        results["datasets"][name] = entry
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("model", help="shipped base model name or model directory")
+    p.add_argument("model", nargs="?", help="shipped base model name or model directory (zero-shot scores)")
+    p.add_argument("--leave-one-out", metavar="DATASETS", help="comma-separated datasets to hold out, one pretraining each")
+    p.add_argument("--work", default="loo-models", help="where leave-one-out models are written (and reused)")
+    p.add_argument("--pretrain-minutes", type=float, default=30.0)
+    p.add_argument("--shots", default="", help="fine-tuning rows, e.g. 1,2,4 (default: zero-shot only)")
+    p.add_argument("--finetune-minutes", type=float, default=5.0)
+    p.add_argument("--skip-zero-shot", action="store_true")
+    p.add_argument("--methods", default="finetuned,scratch,random_forest",
+                   help="fine-tuning rows: which of finetuned, scratch, random_forest (run them as parallel jobs)")
+    p.add_argument("--datasets", help="MODEL mode: comma-separated subset of " + ", ".join(TARGETS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--write-card", action="store_true",
+                   help="MODEL mode: append the measured table to the model's MODEL_CARD.md and training.json")
     args = p.parse_args(argv)
-    from vemkit.datasets import load_dataset
-    from vemkit.io import open_volume
-    from vemkit.models import load_model
-    from vemkit.predict import predict_volume
+    if args.leave_one_out:
+        leave_one_out(args)
+        return
+    if not args.model:
+        p.error("give a MODEL or --leave-one-out")
     from vemkit.train import base_model_path
 
     path = Path(args.model) if Path(args.model).is_dir() else base_model_path(args.model)
-    model = load_model(path)
-    seen = set(model.training.get("sources", {}))
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, labels in TARGETS.items():
-            d = load_dataset(name, progress=False)
-            t0 = time.perf_counter()
-            res = predict_volume(model, d.image, Path(tmp) / f"{name}.ome.zarr", device=args.device, progress=False)
-            pred = np.asarray(open_volume(res.labels).data)
-            for cls, key in labels.items():
-                truth = np.asarray(d.labels[key].data) > 0
-                mask = pred == model.classes.index(cls)
-                iou = float((mask & truth).sum() / max((mask | truth).sum(), 1))
-                note = " (seen in pretraining)" if name in seen else ""
-                results[f"{name} {cls}"] = {"iou": round(iou, 3), "seen": name in seen}
-                print(f"{name:22s} {cls:13s} IoU {iou:.3f}{note}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    t0 = time.perf_counter()
+    results = zero_shot(path, args.device, args.datasets.split(",") if args.datasets else None)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "results": results}, indent=1))
+    if args.write_card:
+        write_scores(path, results, " ".join(["python benchmarks/base_models.py", *(argv or sys.argv[1:])]),
+                     args.device, time.perf_counter() - t0)
+
+
+def write_scores(path, results, command, device, seconds):
+    """Append the measured zero-shot table to the model's MODEL_CARD.md and its training.json."""
+    import datetime
+    import platform
+
+    path = Path(path)
+    when = datetime.date.today().isoformat()
+    where = f"{device} ({platform.processor() or platform.machine()})"
+    rows = ["", "## Validation", "", "Zero-shot (no fine-tuning), measured by the benchmark, not by pretraining.",
+            f"Measured with `VEMKIT_DATA_DIR=../shared/data {command}` on {where}, {when}, in "
+            f"{seconds / 60:.1f} min. Test split: CDeep3M's 'validation' volume, VNC sections 16-19, ISBI all "
+            "(never seen by the recipe mito2d).", "",
+            "| dataset | class | IoU test split | IoU all sections | note |", "|---|---|---|---|---|"]
+    for key, r in results.items():
+        name, cls = key.split(" ")
+        note = "dataset seen in pretraining (other sections)" if r["seen"] else "never seen"
+        rows.append(f"| {name} | {cls} | {r['iou_test']:.3f} | {r['iou_all']:.3f} | {note} |")
+    card = path / "MODEL_CARD.md"
+    card.write_text(card.read_text().rstrip("\n") + "\n" + "\n".join(rows) + "\n")
+    rec_path = path / "training.json"
+    rec = json.loads(rec_path.read_text())
+    rec["zero_shot"] = {"command": command, "device": where, "date": when, "results": results}
+    rec_path.write_text(json.dumps(rec, indent=1))
 
 
 if __name__ == "__main__":

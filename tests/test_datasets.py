@@ -22,7 +22,8 @@ def _sha(data: bytes) -> str:
 
 def test_manifest_entries_are_complete():
     names = list_datasets()
-    assert {"drosophila_vnc_sstem", "isbi2012", "flyem_medulla_fibsem", "lucchi_pp", "mitoem_h", "cremi"} <= set(names)
+    assert {"drosophila_vnc_sstem", "isbi2012", "flyem_medulla_fibsem", "cdeep3m_mito", "lucchi_pp", "mitoem_h",
+            "cremi"} <= set(names)
     for name in names:
         e = get_entry(name)
         for key in ("title", "modality", "licence", "citation", "checksums_established", "voxel_size_source", "files"):
@@ -154,7 +155,7 @@ def test_corrupted_cache_file_is_replaced_by_a_verified_download(http_server, tm
 
 @pytest.mark.realdata
 def test_shared_datasets_verify_offline(shared_data):
-    for name in ("drosophila_vnc_sstem", "isbi2012", "flyem_medulla_fibsem"):
+    for name in ("drosophila_vnc_sstem", "isbi2012", "flyem_medulla_fibsem", "cdeep3m_mito"):
         folder = fetch(name, progress=False)
         entry = get_entry(name)
         for f in entry["files"][:5] + entry["files"][-5:]:  # spot-check against our own hashing
@@ -205,3 +206,46 @@ def test_flyem_loads_dense_bodies(shared_data):
     boundary[:, 1:, :] |= bodies[:, 1:, :] != bodies[:, :-1, :]
     boundary[:, :, 1:] |= bodies[:, :, 1:] != bodies[:, :, :-1]
     assert raw[boundary].mean() < raw[~boundary].mean() - 10
+
+
+def test_cdeep3m_entry_matches_its_sources_json():
+    """The manifest's cdeep3m_mito files are its sources.json's (tools/make_manifest.py), two volumes."""
+    e = get_entry("cdeep3m_mito")
+    assert e["modality"] == "SBF-SEM" and e["voxel_size_nm"] == [40.0, 5.9, 5.9]
+    assert "inferred" in e["voxel_size_source"] and "Haberl" in e["citation"] and "Nature Methods" in e["citation"]
+    assert set(e["volumes"]) == {"training", "validation"} and e["default_volume"] == "training"
+    paths = [f["path"] for f in e["files"]]
+    assert len(paths) == 62 and "LICENSE" in paths
+    assert len(datasets.files_for(e, e["volumes"]["training"])) == 40
+    assert len(datasets.files_for(e, e["volumes"]["validation"])) == 20
+
+
+@pytest.mark.realdata
+def test_cdeep3m_loads_both_volumes_in_z_order(shared_data):
+    src = json.loads((shared_data / "cdeep3m_mito" / "sources.json").read_text())
+    assert {f["repo_path"]: f["sha256"] for f in src["files"]} == {f["path"]: f["sha256"] for f in get_entry("cdeep3m_mito")["files"]}
+    train = load_dataset("cdeep3m_mito", progress=False)
+    assert train.volume == "training" and train.image.shape == (20, 1024, 1024) and train.image.dtype == np.uint8
+    assert train.voxel_size == (40.0, 5.9, 5.9) and sorted(train.labels) == ["mitochondria"]
+    mito = np.asarray(train.labels["mitochondria"])
+    assert set(np.unique(mito)) == {0, 1} and 0.08 < mito.mean() < 0.095  # README: 8.8 %
+    raw = np.asarray(train.image).astype(float)
+    assert raw[mito == 1].mean() < raw[mito == 0].mean() - 30  # mitochondria are dark in this SBF-SEM stack
+    val = load_dataset("cdeep3m_mito", "validation", progress=False)
+    assert val.image.shape == (10, 1024, 1024) and 0.07 < np.asarray(val.labels["mitochondria"]).mean() < 0.08
+    # z order: images.010 .. images.029 (the glob sorts the zero-padded numbers)
+    one = np.asarray(train.image.data[5])
+    from PIL import Image
+
+    png = np.asarray(Image.open(shared_data / "cdeep3m_mito/mito_testsample/training/images/images.015.png"))
+    assert np.array_equal(one, png if png.ndim == 2 else png[..., 0])
+    assert "Haberl" in train.citation
+
+
+@pytest.mark.realdata
+def test_cdeep3m_is_a_notebook_example(shared_data):
+    from vemkit.examples import load_example
+
+    ex = load_example("cdeep3m_mito", sections=2, crop_yx=128)
+    assert ex.image.shape == (2, 128, 128) and ex.image.voxel_size == (40.0, 5.9, 5.9)
+    assert ex.truth.dtype == np.uint8 and set(np.unique(ex.truth)) <= {0, 1} and "Haberl" in ex.citation

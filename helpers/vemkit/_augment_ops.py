@@ -288,6 +288,15 @@ def intensity(st):
             field = torch.randn(shape, generator=st.gens["noise"], dtype=st.img.dtype).to(st.device)
             st.img[idx] = st.img[idx] + field * _per_sample(st, level[fire]) * std0[idx]
 
+    if cfg.invert > 0:
+        fire = st.fire("invert")
+        if fire.any():
+            idx = st.index(fire)
+            x = st.img[idx]
+            lo = x.amin(dim=sp_dims, keepdim=True)
+            hi = x.amax(dim=sp_dims, keepdim=True)
+            st.img[idx] = lo + hi - x
+
 
 def _blur(st, fire, sigma):
     """In-plane Gaussian blur of the firing samples, one grouped separable convolution per axis."""

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ._modeldir import NotAModelDirectory, read_config
 
-__all__ = ["BASE_MODELS_DIR", "DEFAULT_BASE_MODELS", "base_model_path", "holds_model", "list_base_models", "output_directory"]
+__all__ = ["BASE_MODELS_DIR", "DEFAULT_BASE_MODELS", "base_model_path", "holds_model", "list_base_models", "output_directory",
+           "resolve_model"]
 
 BASE_MODELS_DIR = Path(__file__).parent / "base_models"
 
@@ -69,3 +70,19 @@ def base_model_path(name: str) -> Path:
         known = ", ".join(list_base_models()) or "none shipped"
         raise ValueError(f"unknown base model {name!r}; shipped base models: {known}")
     return path
+
+
+def resolve_model(model):
+    """A model argument as given on the command line: an existing folder as it is, else the name of a
+    shipped base model (its folder), else unchanged (the loader then reports what is wrong).
+
+    Examples
+    --------
+    >>> resolve_model("em2d-small") == BASE_MODELS_DIR / "em2d-small"
+    True
+    >>> resolve_model("no/such/dir")
+    'no/such/dir'
+    """
+    if isinstance(model, (str, Path)) and not Path(model).exists() and holds_model(BASE_MODELS_DIR / str(model)):
+        return BASE_MODELS_DIR / str(model)
+    return model

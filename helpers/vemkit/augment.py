@@ -15,7 +15,8 @@ for 3D patches. What each augmentation does, in the order they run:
   transform. A voxel whose source lies outside the patch gets label 0 (ignored by every loss), so the
   network is never trained on invented content; the image there is filled by reflection (or border);
 - intensity (image only): brightness, contrast, gamma (on the image rescaled to its own min/max, then
-  back), in-plane Gaussian blur (separable convolution), per-section EM defects, additive Gaussian noise;
+  back), in-plane Gaussian blur (separable convolution), per-section EM defects, additive Gaussian noise,
+  contrast inversion (off unless asked for);
 - EM defects (3D patches only, each with a probability *per z-section*): a missing section (its image
   replaced by the patch mean, labels untouched), a low-contrast section (contrast strongly reduced), and a
   misaligned section: either every section from k onward ("step") or section k alone ("slip") shifted in
@@ -52,7 +53,7 @@ _PADDINGS = ("reflection", "border")
 # Each augmentation draws from its own generator, seeded from the caller's generator in this order.
 _STREAMS = (
     "flip", "rot90", "rotate", "scale", "elastic", "misalign", "brightness", "contrast", "gamma",
-    "blur", "low_contrast", "missing_section", "noise",
+    "blur", "low_contrast", "missing_section", "noise", "invert",
 )  # fmt: skip
 
 
@@ -107,6 +108,9 @@ class AugmentConfig:
     low_contrast, low_contrast_range : float, (float, float)
         Per z-section: scale the section's contrast about its mean by a factor uniform in
         ``low_contrast_range``.
+    invert : float
+        Contrast inversion (``min + max - image`` per sample), last: for microscopes whose detector
+        shows membranes bright (off by default; pretraining for many microscopes turns it on).
 
     Examples
     --------
@@ -150,13 +154,14 @@ class AugmentConfig:
     misalign_slip: float = 0.5
     low_contrast: float = 0.02
     low_contrast_range: tuple[float, float] = (0.1, 0.3)
+    invert: float = 0.0
 
     @staticmethod
     def probabilities() -> tuple[str, ...]:
         """Names of the probability fields, one per augmentation, in the order they run."""
         return (
             "flip", "rot90", "rotate", "scale", "elastic", "misalign", "brightness", "contrast",
-            "gamma", "blur", "low_contrast", "missing_section", "noise",
+            "gamma", "blur", "low_contrast", "missing_section", "noise", "invert",
         )  # fmt: skip
 
     def __post_init__(self):
@@ -211,6 +216,21 @@ class AugmentConfig:
             **off, "flip": 0.5, "rot90": 0.5, "brightness": 0.3, "brightness_range": 0.1, "contrast": 0.3,
             "contrast_range": (0.85, 1.18), "noise": 0.1, "noise_range": (0.02, 0.08),
         })  # fmt: skip
+
+    @classmethod
+    def pretraining(cls, invert: float = 0.0) -> "AugmentConfig":
+        """Strong augmentation for base models meant for microscopes they never saw: pixel size
+        0.6-1.6x, wide contrast and gamma, blur, noise, optional contrast inversion.
+
+        Examples
+        --------
+        >>> AugmentConfig.pretraining().scale_range, AugmentConfig.pretraining(invert=0.1).invert
+        ((0.6, 1.6), 0.1)
+        """
+        return cls(scale=0.6, scale_range=(0.6, 1.6), rotate=0.3, elastic=0.25, brightness=0.5,
+                   brightness_range=0.3, contrast=0.6, contrast_range=(0.5, 2.0), gamma=0.5,
+                   gamma_range=(0.5, 2.0), blur=0.3, blur_range=(0.5, 2.0), noise=0.4,
+                   noise_range=(0.02, 0.3), invert=invert)
 
     @classmethod
     def default(cls) -> "AugmentConfig":

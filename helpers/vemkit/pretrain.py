@@ -2,10 +2,13 @@
 
 The base model is a 2D U-Net with three softmax classes, ``background``, ``membrane`` and
 ``mitochondria``, trained on sources that label different subsets: ISBI 2012 and FlyEM label only
-membranes/boundaries, the synthetic phantom and the VNC stack label both. Partial labels are
-handled with a *marginal* cross-entropy: a voxel labelled "not membrane" is right when the network
-puts its probability on background *or* mitochondria. All sources are resampled to about 5 nm
-pixels so the network sees one scale. The result is a normal model directory that
+membranes/boundaries, CDeep3M's SBF-SEM stack labels only mitochondria, the synthetic phantom and the
+VNC stack label both. Partial labels are handled with a *marginal* cross-entropy: a voxel labelled
+"not membrane" is right when the network puts its probability on background *or* mitochondria, one
+labelled "not mitochondria" when it is on background *or* membrane; a class a source never singles out
+gets no gradient from that source. All sources are resampled to 5 nm pixels so the network sees one
+scale; :meth:`vemkit.augment.AugmentConfig.pretraining` then varies pixel size (0.6-1.6x), contrast,
+gamma, blur and noise so it meets new microscopes. :data:`RECIPES` name the shipped trainings. The result is a normal model directory that
 :func:`vemkit.predict.predict_volume` runs as it is and :func:`vemkit.train.finetune` starts from.
 
 Not for: fine-tuning on your data (:mod:`vemkit.train`).
@@ -20,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ._basemodels import resolve_model
 from ._device import resolve_device
 from ._losses import masked_losses
 from ._checks import check_positive, check_positive_int
 from ._trainloop import TrainLoop, check_budget, run_environment
 from .augment import AugmentConfig, Augmenter
+from .instances import boundaries
 
-__all__ = ["SOURCES", "pretrain", "marginal_cross_entropy"]
+__all__ = ["CLASSES", "RECIPES", "SOURCES", "class_index", "grouped_logits", "marginal_cross_entropy", "pretrain",
+           "supervised_classes"]
 
 CLASSES = ["background", "membrane", "mitochondria"]
 TARGET_PIXEL_NM = 5.0
@@ -35,10 +41,29 @@ SOURCES = {
     "isbi2012": "ssTEM 4 nm, membranes (0 = background or mitochondria, 1 = membrane)",
     "flyem_medulla_fibsem": "FIB-SEM 10 nm (upsampled to 5 nm), neuron boundaries as membranes",
     "drosophila_vnc_sstem": "ssTEM 4.6 nm, membranes and mitochondria (synapses count as background)",
+    "cdeep3m_mito": "SBF-SEM 5.9 nm (volume 'training', sections 010-029), mitochondria only",
     "phantom": "synthetic EM-like volume at 5 nm, membranes and mitochondria (vesicles count as background)",
+}
+#: Named pretrainings (``vemkit pretrain --recipe NAME``): keyword arguments of :func:`pretrain`.
+#: ``mito2d`` keeps VNC sections 16-19 and CDeep3M's 'validation' volume out, to score the result on, and
+#: continues from ``em2d-small`` (ISBI, FlyEM, phantom: it never saw VNC or CDeep3M).
+RECIPES = {
+    "mito2d": {
+        "sources": ("isbi2012", "flyem_medulla_fibsem", "drosophila_vnc_sstem", "cdeep3m_mito", "phantom"),
+        "vnc_sections": tuple(range(16)), "minutes": 25.0, "model_size": "small", "patch": 256,
+        "batch_size": 8, "augment": "pretraining", "init": "em2d-small", "lr": 5e-4,
+        "description": "2D small U-Net, background/membrane/mitochondria: ISBI 2012, FlyEM, VNC (0-15), "
+                       "CDeep3M SBF-SEM mitochondria, phantom; strong microscope augmentation",
+    },
+    "em2d": {
+        "sources": ("isbi2012", "flyem_medulla_fibsem", "phantom"), "minutes": 20.0, "model_size": "small",
+        "patch": 256, "batch_size": 16, "augment": "default",
+        "description": "2D small U-Net: isbi2012, flyem_medulla_fibsem, phantom",
+    },
 }
 # rows: label value; columns: CLASSES; 1 where the label allows that class
 _PARTIAL = np.array([[1, 0, 1], [0, 1, 0]], np.float32)   # 0 = not membrane, 1 = membrane
+_MITO = np.array([[1, 1, 0], [0, 0, 1]], np.float32)      # 0 = not mitochondria, 1 = mitochondria
 _FULL = np.eye(3, dtype=np.float32)                          # 0 bg, 1 membrane, 2 mito
 
 
@@ -82,10 +107,50 @@ def marginal_cross_entropy(logits, labels, class_sets):
     return (nll * valid).sum() / valid.sum()
 
 
-def _zoom2(sections, order):
+def supervised_classes(class_sets, labels=None) -> list[str]:
+    """The classes a source's labels single out (a row of its class-set matrix allowing that class
+    alone) and, given its ``labels``, that actually occur: the heads it trains.
+
+    Examples
+    --------
+    >>> supervised_classes(_PARTIAL), supervised_classes(_MITO), supervised_classes(_FULL)
+    (['membrane'], ['mitochondria'], ['background', 'membrane', 'mitochondria'])
+    >>> supervised_classes(_FULL, np.array([[0, 1]]))  # no mitochondria in these labels
+    ['background', 'membrane']
+    """
+    out = []
+    for v, row in enumerate(np.asarray(class_sets)):
+        if row.sum() == 1 and (labels is None or bool((np.asarray(labels) == v).any())):
+            out.append(CLASSES[int(row.argmax())])
+    return [c for c in CLASSES if c in out]
+
+
+def class_index(model, name: str) -> int:
+    """Output channel of class ``name`` in a model; a clear ValueError lists the model's classes.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> class_index(SimpleNamespace(classes=CLASSES), "mitochondria")
+    2
+    >>> class_index(SimpleNamespace(classes=["background", "membrane"]), "mitochondria")
+    Traceback (most recent call last):
+    ...
+    ValueError: this model has no class 'mitochondria'; its classes are: background, membrane
+    """
+    classes = list(model.classes)
+    if name not in classes:
+        raise ValueError(f"this model has no class {name!r}; its classes are: {', '.join(classes)}")
+    return classes.index(name)
+
+
+def _resample(sections, factor, order):
+    """Each (Y, X) section zoomed by ``factor`` (order 0 for labels)."""
     from scipy import ndimage
 
-    return np.stack([ndimage.zoom(s, 2, order=order) for s in sections])
+    if abs(factor - 1.0) < 1e-3:
+        return sections
+    return np.stack([ndimage.zoom(s, factor, order=order, prefilter=False) for s in sections])
 
 
 def _normalise(img):
@@ -100,6 +165,27 @@ def _file_hashes(name):
     return {f["path"]: f["sha256"] for f in entry.get("files", [])}
 
 
+def _raw_source(name, d):
+    """(normalised image, labels, class sets, keep) of a loaded dataset, at its own pixel size."""
+    img = np.asarray(d.image.data)
+    if name == "isbi2012":  # slices 15-29 are contrast-stretched: normalise per slice
+        lab = np.asarray(d.labels["membranes"].data).astype(np.int16)
+        return np.stack([_normalise(s) for s in img]), lab, _PARTIAL, slice(None)
+    if name == "drosophila_vnc_sstem":
+        lab = np.zeros(img.shape, np.int16)
+        lab[np.asarray(d.labels["membranes"].data) > 0] = 1
+        lab[np.asarray(d.labels["mitochondria"].data) > 0] = 2
+        return _normalise(img), lab, _FULL, slice(None)
+    if name == "cdeep3m_mito":
+        lab = (np.asarray(d.labels["mitochondria"].data) > 0).astype(np.int16)
+        return _normalise(img), lab, _MITO, slice(None)
+    if name == "flyem_medulla_fibsem":  # every 4th section (neighbours are near copies at 10 nm)
+        keep = slice(None, None, 4)
+        lab = boundaries(np.asarray(d.labels["neurons"].data), planar=False).astype(np.int16)
+        return _normalise(img[keep]), lab[keep], _PARTIAL, keep
+    raise ValueError(f"unknown pretraining source {name!r}; choose from {sorted(SOURCES)}")
+
+
 def _load_source(name, sections=None, seed=0):
     from .datasets import load_dataset
 
@@ -110,47 +196,40 @@ def _load_source(name, sections=None, seed=0):
         sem = np.asarray(ph.semantic).astype(np.int16)
         sem[sem == 3] = 0  # vesicles: background here
         return _Source(name, _normalise(np.asarray(ph.image)), sem, _FULL, {"make_phantom": f"seed={seed}"})
-    d = load_dataset(name, progress=False)
-    img = np.asarray(d.image.data)
-    if name == "isbi2012":
-        lab = np.asarray(d.labels["membranes"].data).astype(np.int16)
-        sets = _PARTIAL
-        norm = np.stack([_normalise(s) for s in img])  # slices 15-29 are contrast-stretched: per slice
-    elif name == "drosophila_vnc_sstem":
-        mem = np.asarray(d.labels["membranes"].data) > 0
-        mito = np.asarray(d.labels["mitochondria"].data) > 0
-        lab = np.zeros(img.shape, np.int16)
-        lab[mem] = 1
-        lab[mito] = 2
-        sets = _FULL
-        norm = _normalise(img)
-    elif name == "flyem_medulla_fibsem":
-        ids = np.asarray(d.labels["neurons"].data)
-        boundary = np.zeros(ids.shape, bool)
-        for ax in range(3):
-            diff = np.diff(ids, axis=ax) != 0
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[ax] = slice(0, -1)
-            hi[ax] = slice(1, None)
-            boundary[tuple(lo)] |= diff
-            boundary[tuple(hi)] |= diff
-        keep = slice(None, None, 4)  # every 4th section (neighbours are near copies at 10 nm)
-        img_s, lab_s = img[keep], boundary[keep].astype(np.int16)
-        norm = _zoom2(_normalise(img_s), 1)
-        lab = _zoom2(lab_s, 0).astype(np.int16)
-        sets = _PARTIAL
-    else:
+    if name not in SOURCES:
         raise ValueError(f"unknown pretraining source {name!r}; choose from {sorted(SOURCES)}")
+    d = load_dataset(name, "training" if name == "cdeep3m_mito" else None, progress=False)
+    norm, lab, sets, _ = _raw_source(name, d)
     if sections is not None:
         norm, lab = norm[list(sections)], lab[list(sections)]
+    factor = float(d.voxel_size[-1]) / TARGET_PIXEL_NM  # to 5 nm pixels
+    norm, lab = _resample(norm, factor, 1), _resample(lab, factor, 0).astype(np.int16)
     return _Source(name, norm.astype(np.float32), lab, sets, _file_hashes(name))
+
+
+def _say_what_trains(loaded, warn=True):
+    """Per source, the heads it trains; a warning for a source whose labels lack a class and for a
+    class no source labels (that head then trains on nothing)."""
+    import warnings
+
+    supervision = {s.name: supervised_classes(s.sets, s.labels) for s in loaded}
+    for s in loaded:
+        missing = [c for c in CLASSES if c not in supervision[s.name]]
+        if missing and warn:
+            warnings.warn(f"pretraining source {s.name!r} has no labels for {', '.join(missing)}: it trains "
+                          f"those heads on nothing (only 'not {supervision[s.name][0] if supervision[s.name] else '-'}' "
+                          f"constrains them)", stacklevel=3)
+    for c in CLASSES:
+        if not any(c in v for v in supervision.values()):
+            warnings.warn(f"no pretraining source labels {c!r}: the {c!r} head trains on nothing", stacklevel=3)
+    return supervision
 
 
 def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vnc_sections=None,
              minutes: float | None = 20.0, iterations: int | None = None, model_size: str = "small",
              patch: int = 256, batch_size: int = 4, device="auto", seed: int = 0, lr: float = 1e-3,
-             description: str = "", progress: bool = True, half: bool = True, amp="auto"):
+             description: str = "", progress: bool = True, half: bool = True, amp="auto", augment="default",
+             recipe: str | None = None, init=None):
     """Train a 2D base model on several labelled EM sources and save it as a model directory.
 
     Parameters
@@ -161,6 +240,8 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         Names from :data:`SOURCES`; real datasets come through the manifest (verified bytes).
     vnc_sections : sequence of int, optional
         Restrict ``drosophila_vnc_sstem`` to these sections (keep test sections out of pretraining).
+        ``cdeep3m_mito`` always contributes its 'training' volume only (its 'validation' volume is
+        never seen).
     minutes, iterations : budget
     model_size : {"tiny", "small", "base"}
     patch, batch_size : int
@@ -172,6 +253,16 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         Store weights as float16 (half the size).
     amp : "auto", "bf16", "fp16" or False
         Mixed precision, as in :func:`vemkit.train.finetune`.
+    augment : "default", "pretraining" or AugmentConfig
+        :meth:`AugmentConfig.default` (fine-tuning strength) or :meth:`AugmentConfig.pretraining`
+        (pixel size 0.6-1.6x and wide intensity changes, for unseen microscopes).
+    recipe : str, optional
+        Only recorded (the :data:`RECIPES` name the arguments came from).
+    init : str or Path, optional
+        Continue from this base model (a shipped name or a model directory with :data:`CLASSES`)
+        instead of random weights; ``model_size`` is then the init's. What it was trained on is
+        recorded and counts as seen (a leave-one-out run must start from a base that never saw the
+        held-out dataset).
 
     Returns
     -------
@@ -180,7 +271,7 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     import torch
 
     from . import __version__
-    from .models import UNET_SIZES, SegmentationModel, UNet
+    from .models import SegmentationModel
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -191,13 +282,17 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown pretraining source(s) {unknown}; choose from {sorted(SOURCES)}")
+    aug = _augment_config(augment)
     loaded = []
     for name in sources:
         loaded.append(_load_source(name, vnc_sections if name == "drosophila_vnc_sstem" else None, seed))
-    base_channels, depth = UNET_SIZES[model_size]
-    net = UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth)
-    loop = _PretrainLoop(net, loaded, rng, torch.Generator().manual_seed(seed), patch, batch_size, device=dev,
-                         amp=amp, lr=lr, progress=progress)
+    supervision = _say_what_trains(loaded)
+    net, init_record = _initial_network(init, model_size, sources)
+    loop = _PretrainLoop(net, loaded, rng, torch.Generator().manual_seed(seed), patch, batch_size, aug,
+                         device=dev, amp=amp, lr=lr, progress=progress)
     history = loop.new_history()
     step = loop.run(history, minutes=minutes, iterations=iterations)
     loop.finish()
@@ -206,7 +301,13 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
         "description": description or f"2D {model_size} U-Net: {', '.join(sources)}",
         "vemkit_version": __version__,
         "method": "pretrain",
-        "command": _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed),
+        "command": _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed,
+                            augment if isinstance(augment, str) else "custom")
+        + (f" --init {init_record['model']} --lr {lr:g}" if init_record else ""),
+        "recipe": recipe,
+        "init": init_record,
+        "supervision": supervision,
+        "augment": aug.to_dict(),
         "sources": {s.name: {"what": SOURCES[s.name], "sections": int(s.image.shape[0]), "sha256": s.hashes}
                     for s in loaded},
         "vnc_sections": list(vnc_sections) if vnc_sections is not None else None,
@@ -224,17 +325,35 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     return model
 
 
+def _initial_network(init, model_size, sources):
+    """A fresh 2D U-Net of ``model_size``, or the network of base model ``init`` and its record."""
+    from .models import UNET_SIZES, UNet, load_model
+
+    if init is None:
+        base_channels, depth = UNET_SIZES[model_size]
+        return UNet(ndim=2, out_channels=len(CLASSES), base_channels=base_channels, depth=depth), None
+    path = resolve_model(init)
+    model = load_model(path)
+    if list(model.classes) != CLASSES or model.network.ndim != 2 or model.extra_targets:
+        raise ValueError(f"init {str(init)!r} must be a 2D base model with classes {CLASSES}; it has "
+                         f"{list(model.classes)} ({model.network.ndim}D)")
+    seen = sorted(set(model.training.get("sources", {})) | set((model.training.get("init") or {}).get("seen", [])))
+    clash = sorted(set(seen) & set(sources) - {"phantom"})
+    return model.network.float(), {"model": Path(path).name, "command": model.training.get("command"),
+                                   "seen": seen, "also_in_sources": clash}
+
+
 class _PretrainLoop(TrainLoop):
     """One pretraining step: a batch of random patches from one source (each has its own class-set
     matrix), marginal cross-entropy plus Dice on what the source's labels determine."""
 
-    def __init__(self, net, sources, rng, gen, patch, batch_size, **kw):
+    def __init__(self, net, sources, rng, gen, patch, batch_size, augment, **kw):
         import torch
 
         super().__init__([net], ndim=2, desc="pretraining", **kw)
         self.net, self.sources, self.rng, self.gen = net, sources, rng, gen
         self.patch, self.batch_size = patch, batch_size
-        self.augmenter = Augmenter(AugmentConfig.default(), ndim=2)
+        self.augmenter = Augmenter(augment, ndim=2)
         self.sets = [torch.from_numpy(s.sets).to(self.device) for s in sources]
 
     def forward_and_loss(self, fraction):
@@ -248,12 +367,7 @@ class _PretrainLoop(TrainLoop):
         with self.autocast():
             logits = self.net(x.contiguous(memory_format=self.memory_format))
         logits = logits.float()
-        loss = marginal_cross_entropy(logits, y, self.sets[k])
-        if src.sets is _FULL:
-            loss = loss + masked_losses(logits, y)[2]
-        else:  # Dice on the one class the partial labels fully determine (membrane)
-            two = torch.stack([torch.logsumexp(logits[:, [0, 2]], 1), logits[:, 1]], 1)
-            loss = loss + masked_losses(two, y)[2]
+        loss = marginal_cross_entropy(logits, y, self.sets[k]) + masked_losses(grouped_logits(logits, src.sets), y)[2]
         return loss, {"loss": loss, "source": src.name[:8]}
 
     def _batch(self, src):
@@ -270,7 +384,26 @@ class _PretrainLoop(TrainLoop):
         return torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs).astype(np.int64))
 
 
-def _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed):
+def _augment_config(augment):
+    if isinstance(augment, AugmentConfig):
+        return augment
+    if augment == "pretraining":
+        return AugmentConfig.pretraining()
+    if augment == "default":
+        return AugmentConfig.default()
+    raise ValueError(f"augment must be 'default', 'pretraining' or an AugmentConfig, got {augment!r}")
+
+
+def grouped_logits(logits, class_sets):
+    """Logits of the label values of a class-set matrix: ``logsumexp`` over each row's classes
+    (identity rows give the logits back), for a Dice term on what a source's labels determine."""
+    import torch
+
+    rows = [np.flatnonzero(np.asarray(r) > 0).tolist() for r in class_sets]
+    return torch.stack([torch.logsumexp(logits[:, r], 1) for r in rows], 1)
+
+
+def _command(sources, vnc_sections, minutes, iterations, model_size, patch, batch_size, seed, augment="default"):
     parts = ["vemkit pretrain", "--sources", ",".join(sources)]
     if vnc_sections is not None:
         parts += ["--vnc-sections", ",".join(map(str, vnc_sections))]
@@ -279,6 +412,8 @@ def _command(sources, vnc_sections, minutes, iterations, model_size, patch, batc
     if iterations is not None:
         parts += ["--iterations", str(iterations)]
     parts += ["--model-size", model_size, "--patch", str(patch), "--batch-size", str(batch_size), "--seed", str(seed)]
+    if augment != "default":
+        parts += ["--augment", str(augment)]
     return " ".join(parts)
 
 
@@ -303,7 +438,10 @@ def _write_card(out: Path, model):
         "## Training data",
         "",
     ]
+    supervision = r.get("supervision", {})
     for name, s in r["sources"].items():
+        if name in supervision:
+            s = {**s, "what": f"{s['what']} [trains: {', '.join(supervision[name]) or 'nothing'}]"}
         if name == "phantom":
             lines.append(f"- **phantom** ({s['sections']} sections): {s['what']}; generated by "
                          f"`vemkit.synthetic.make_phantom((12, 512, 512), voxel_size=(40, 5, 5), {s['sha256'].get('make_phantom')})`")
@@ -315,6 +453,17 @@ def _write_card(out: Path, model):
                      f"`path sha256` lines: `{digest}`")
     if r.get("vnc_sections") is not None:
         lines.append(f"- VNC sections used: {r['vnc_sections']} (the others are kept for testing)")
+    if "cdeep3m_mito" in r["sources"]:
+        lines.append("- CDeep3M: the 'training' volume only (its 'validation' volume is kept for testing)")
+    if r.get("init"):
+        i = r["init"]
+        lines.append(f"- Continued from the base model `{i['model']}` (itself trained on {', '.join(i['seen'])}: "
+                     f"`{i['command']}`)")
+    if r.get("augment"):
+        a = r["augment"]
+        lines.append(f"- Augmentation: zoom {a['scale_range']} (p {a['scale']}), contrast {a['contrast_range']}, "
+                     f"gamma {a['gamma_range']}, blur sigma {a['blur_range']}, noise {a['noise_range']}, "
+                     f"inversion p {a.get('invert', 0)}, flips, rotations, elastic")
     lines += ["", "Final training loss (mean of the last 50 iterations): "
               f"{np.mean(r['history']['loss'][-50:]):.3f}", ""]
     (out / "MODEL_CARD.md").write_text("\n".join(lines))

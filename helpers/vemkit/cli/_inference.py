@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._basemodels import resolve_model
 from .._modeldir import UNET_KIND, model_kind
 from ..instances import instances_blockwise
 from ..io import open_volume
@@ -24,7 +25,7 @@ __all__ = ["COMMANDS"]
 
 def add_predict(sub):
     p = sub.add_parser("predict", help="predict a whole volume with a model directory")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model directory, or the name of a shipped base model (em2d-mito)")
     p.add_argument("--image", required=True)
     p.add_argument("--out", required=True,
                    help="OUT.ome.zarr: OME-Zarr (labels; with --probabilities the probabilities, the labels as "
@@ -50,6 +51,7 @@ def add_predict(sub):
 
 
 def run_predict(args):
+    args.model = str(resolve_model(args.model))  # a shipped base model's name works as its folder
     kind = model_kind(args.model)  # a missing or unknown model directory is the API's error
     image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
     if kind == UNET_KIND and is_affinity_model(args.model):  # neurons: affinities -> instance labels

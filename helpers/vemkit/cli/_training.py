@@ -13,7 +13,7 @@ from ..features import FeatureConfig
 from ..io import open_volume
 from ..neurons import train_affinities
 from ..pixel_classifier import PixelClassifier
-from ..pretrain import pretrain
+from ..pretrain import RECIPES, SOURCES, pretrain
 from ..train import finetune, plan_training
 from ._options import add_common, amp_value, load_annotations, voxel_arg
 
@@ -102,25 +102,53 @@ def _train_affinities(args, image):
 def add_pretrain(sub):
     p = sub.add_parser("pretrain", help="pretrain a 2D base model on the manifest's labelled datasets")
     p.add_argument("--out", required=True, help="model directory to create")
-    p.add_argument("--sources", default="isbi2012,flyem_medulla_fibsem,phantom",
-                   help="comma-separated: isbi2012, flyem_medulla_fibsem, drosophila_vnc_sstem, phantom")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named pretraining (mito2d: the shipped em2d-mito); the options below override it")
+    p.add_argument("--sources", help="comma-separated, from: " + ", ".join(SOURCES) +
+                   " (default isbi2012,flyem_medulla_fibsem,phantom, or the recipe's)")
+    p.add_argument("--leave-out", help="comma-separated sources to drop from the recipe's (leave-one-out)")
     p.add_argument("--vnc-sections", help="restrict drosophila_vnc_sstem to these sections (e.g. 0,10)")
-    p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--minutes", type=float, help="wall-time budget (default 20, or the recipe's)")
     p.add_argument("--iterations", type=int)
-    p.add_argument("--model-size", default="small", choices=["tiny", "small", "base"])
-    p.add_argument("--patch", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--model-size", choices=["tiny", "small", "base"])
+    p.add_argument("--patch", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--augment", choices=["default", "pretraining"],
+                   help="augmentation strength (pretraining: pixel size 0.6-1.6x, wide contrast/gamma, blur, noise)")
+    p.add_argument("--init", help="continue from this base model (shipped name or model directory; 'none': random)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3, or the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     add_common(p, device=True, amp=True, quiet=True)
     p.set_defaults(func=run_pretrain)
 
 
+def pretrain_arguments(args) -> dict:
+    """Keyword arguments of :func:`vemkit.pretrain.pretrain` from the recipe, the options over it."""
+    kw = {"sources": ("isbi2012", "flyem_medulla_fibsem", "phantom"), "minutes": 20.0, "model_size": "small",
+          "patch": 256, "batch_size": 4, "augment": "default"}
+    if args.recipe:
+        kw.update(RECIPES[args.recipe])
+        kw["recipe"] = args.recipe
+    if args.sources:
+        kw["sources"] = tuple(args.sources.split(","))
+    if args.leave_out:
+        drop = set(args.leave_out.split(","))
+        kw["sources"] = tuple(s for s in kw["sources"] if s not in drop)
+        kw["description"] = f"{kw.get('description', 'base model')} (without {', '.join(sorted(drop))})"
+    if args.vnc_sections:
+        kw["vnc_sections"] = tuple(int(v) for v in args.vnc_sections.split(","))
+    for name in ("minutes", "iterations", "model_size", "patch", "batch_size", "augment", "init", "lr"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    if kw.get("init") == "none":
+        kw["init"] = None
+    return kw
+
+
 def run_pretrain(args):
-    sections = [int(v) for v in args.vnc_sections.split(",")] if args.vnc_sections else None
-    model = pretrain(args.out, sources=tuple(args.sources.split(",")), vnc_sections=sections,
-                     minutes=args.minutes, iterations=args.iterations, model_size=args.model_size, patch=args.patch,
-                     batch_size=args.batch_size, device=args.device, seed=args.seed, amp=amp_value(args.amp),
-                     progress=not args.quiet)
+    kw = pretrain_arguments(args)
+    model = pretrain(args.out, device=args.device, seed=args.seed, amp=amp_value(args.amp), progress=not args.quiet,
+                     **kw)
     print(f"pretrained {model.training['iterations']} iterations in {model.training['seconds'] / 60:.1f} min; "
           f"saved {args.out} (see its MODEL_CARD.md)")
     return 0
