@@ -410,3 +410,27 @@ def test_sigint_during_a_prediction_then_the_same_command_resumes(model_dir, tmp
     assert "interrupted - run the same command again to resume" in err and "Traceback" not in err
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     assert "already done" in done.stdout and json.loads((out / RUN_FILE).read_text())["status"] == "complete"
+
+
+def test_annotations_overwrite_replaces_only_an_annotation_store(tmp_path):
+    """open_annotations(overwrite=True) used to rmtree whatever lay at the path: the image folder included."""
+    import numpy as np
+
+    from vemkit.annotate import open_annotations
+    from vemkit.io import open_volume, write_ome_zarr
+
+    image = np.zeros((2, 16, 16), np.uint8)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a vemkit annotation store"):
+        open_annotations(folder, image=image, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine"
+    stored = write_ome_zarr(image, tmp_path / "image.ome.zarr", voxel_size=(50, 4, 4), progress=False)
+    with pytest.raises(ValueError, match="never writes where it reads"):
+        open_annotations(stored, image=open_volume(stored), overwrite=True)
+    assert (tmp_path / "image.ome.zarr").is_dir()
+    ann = open_annotations(tmp_path / "ann.zarr", image=image, classes=["background", "mito"])
+    ann.set_labels(np.full(image.shape, 2, np.uint8))
+    fresh = open_annotations(tmp_path / "ann.zarr", image=image, classes=["background", "mito"], overwrite=True)
+    assert not any(fresh.counts().values())

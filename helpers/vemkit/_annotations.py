@@ -10,11 +10,12 @@ memory. Not for: the widget that paints (:mod:`vemkit._annotator`) or turning ma
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ._omezarr import remove_tree
+from ._outputs import check_output
 from ._volume import Volume
 from ._voxel import check_voxel_size
 
@@ -484,12 +485,32 @@ def open_annotations(
         shape, voxel_size = _shape_of_image(image, shape, voxel_size)
     classes = _check_classes(classes)
     if path.exists() and overwrite:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _replace_store(path, image)
     if path.exists():
         return _open_existing(path, shape, classes, colors)
     if shape is None:
         raise ValueError(f"no annotations at {str(path)!r} yet: give image= or shape= to create them")
     return _create(path, shape, classes, colors, voxel_size, chunks)
+
+
+def _replace_store(path: Path, image) -> None:
+    """Delete the annotation store at ``path`` for ``overwrite=True``: only a store vemkit wrote (never the
+    image, a folder holding it, or anything else)."""
+    check_output(path, [image] if image is not None else [], overwrite=True, what="annotations", exists_ok=True)
+    is_store = False
+    if path.is_dir():
+        import zarr
+
+        try:
+            is_store = ATTR_KEY in zarr.open_array(str(path), mode="r").attrs
+        except Exception:  # noqa: BLE001 - not a zarr array at all: not a store vemkit wrote
+            is_store = False
+    if not is_store:
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not a vemkit annotation store; overwrite=True only replaces "
+            "annotations vemkit wrote: choose another path"
+        )
+    remove_tree(path)
 
 
 def _shape_of_image(image, shape, voxel_size):
