@@ -130,18 +130,14 @@ def test_running_headless(monkeypatch):
     monkeypatch.delenv(HEADLESS_ENV)
     assert running_headless()  # a plain Python process (this test): nobody at a notebook
 
-    class Kernel:  # an IPython kernel: decided by what started it
-        kernel = object()
+    class Kernel:  # an IPython kernel: decided by whether its cells can ask for input
+        def __init__(self, allow_stdin):
+            self.kernel = type("K", (), {"_allow_stdin": allow_stdin})()
 
-    monkeypatch.setattr("IPython.get_ipython", lambda: Kernel())
-    for parent, headless in [("/usr/bin/python -m papermill in.ipynb out.ipynb", True),
-                             ("python /usr/bin/jupyter-nbconvert --execute x.ipynb", True),
-                             ("/usr/bin/python /usr/bin/jupyter-lab", False), ("", False)]:
-        monkeypatch.setattr(examples, "_parent_command", lambda parent=parent: parent)
-        assert running_headless() is headless, parent
-    monkeypatch.setitem(__import__("sys").modules, "google.colab", object())
-    monkeypatch.setattr(examples, "_parent_command", lambda: "papermill")
-    assert not running_headless()  # Colab is a live session
+    # nbclient (papermill, nbconvert, the tour) sends cells with allow_stdin=False; a front end with True
+    for allow_stdin, headless in [(False, True), (True, False)]:
+        monkeypatch.setattr("IPython.get_ipython", lambda a=allow_stdin: Kernel(a))
+        assert running_headless() is headless, allow_stdin
 
 
 def test_previous_output(tmp_path, capsys):
