@@ -18,7 +18,7 @@ from ..metrics import evaluate
 from ..neurons import METHODS, is_affinity_model, segment_neurons
 from ..pixel_classifier import load_pixel_classifier
 from ..predict import predict_volume
-from ._options import add_common, amp_value, triple_arg, voxel_arg
+from ._options import add_common, amp_value, print_outputs, triple_arg, voxel_arg
 
 __all__ = ["COMMANDS"]
 
@@ -89,10 +89,7 @@ def _predict_network(args, image):
     done = res.blocks - res.blocks_skipped
     print(f"predicted {done} of {res.blocks} blocks ({res.blocks_skipped} already done) on {res.device} in "
           f"{res.seconds:.1f} s ({res.voxels_per_second / 1e6:.2f} million voxels/s)")
-    if res.probabilities:
-        print(f"probabilities: {res.probabilities}")
-    if res.labels:
-        print(f"labels: {res.labels}")
+    print_outputs(res)
     return 0
 
 

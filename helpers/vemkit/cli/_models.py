@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..generalist import fetch_model, is_cached, is_generalist, list_models, model_entry, pin_model
 from ..io import open_volume
 from ..predict import predict_volume
-from ._options import add_common, amp_value
+from ._options import add_common, amp_value, print_outputs
 
 __all__ = ["COMMANDS", "extend_predict"]
 
@@ -72,10 +72,7 @@ def _predict_generalist(args):
                          resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet)
     print(f"predicted {res.blocks - res.blocks_skipped} of {res.blocks} blocks with {args.model} on {res.device} "
           f"in {res.seconds:.1f} s")
-    if res.probabilities:
-        print(f"probabilities: {res.probabilities}")
-    if res.labels:
-        print(f"labels: {res.labels}")
+    print_outputs(res)
     return 0
 
 

@@ -13,7 +13,7 @@ from .._voxel import parse_voxel_size
 from ..annotate import open_annotations
 from ..io import open_volume
 
-__all__ = ["add_common", "add_volume_args", "amp_value", "load_annotations", "triple_arg", "voxel_arg"]
+__all__ = ["add_common", "add_volume_args", "amp_value", "load_annotations", "print_outputs", "triple_arg", "voxel_arg"]
 
 #: The one help text of each common option.
 COMMON_HELP = {
@@ -84,3 +84,11 @@ def load_annotations(path, classes):
             pass
     labels = open_volume(path, warn_missing_voxel_size=False)
     return labels.data, [c.strip() for c in (classes or "background,foreground").split(",")]
+
+
+def print_outputs(result) -> None:
+    """Print where a prediction (:class:`vemkit.predict.PredictionResult`) wrote its probabilities and labels."""
+    if result.probabilities:
+        print(f"probabilities: {result.probabilities}")
+    if result.labels:
+        print(f"labels: {result.labels}")
