@@ -19,12 +19,11 @@ import numpy as np
 from ._affinities import affinities, affinity_offsets, boundary_map, check_instance_labels
 from ._basemodels import holds_model, output_directory
 from ._device import resolve_device
-from ._inputs import as_volume_array
+from ._inputs import as_volume_array, paired_voxel_size
 from ._intensity import input_mapping
 from ._losses import masked_losses
 from ._trainloop import TrainLoop, run_environment
 from ._trainplan import plan_training
-from ._voxel import check_voxel_size
 
 __all__ = ["AFFINITY_CLASSES", "AffinityLoop", "affinity_channel_names", "train_affinities"]
 
@@ -98,12 +97,8 @@ def _prepare(image, labels, voxel_size, offsets, plan, device, overrides):
     """Image (normalised float32), labels, voxel size, offsets and plan, every check before any work."""
     data, image_vs, source = as_volume_array(image, "image")
     lab, lab_vs, _ = as_volume_array(labels, "labels")
-    if tuple(lab.shape) != tuple(data.shape):
-        raise ValueError(f"labels have shape {tuple(lab.shape)} but the image has shape {tuple(data.shape)}")
-    vs = voxel_size or image_vs or lab_vs
-    if vs is None:
-        raise ValueError("the voxel size is unknown: pass voxel_size=(z, y, x) in nm (the offsets depend on it)")
-    vs = check_voxel_size(vs)
+    vs = paired_voxel_size(data, image_vs, lab, lab_vs, other_name="labels", voxel_size=voxel_size,
+                           needed_for="the offsets depend on it")
     lab = np.asarray(lab)
     check_instance_labels(lab)
     offsets = [tuple(int(v) for v in o) for o in (offsets or affinity_offsets(vs))]

@@ -16,7 +16,7 @@ import numpy as np
 from ._volume import Volume, as_dask
 from ._voxel import check_voxel_size
 
-__all__ = ["VolumeInput", "as_volume_array", "load_in_memory"]
+__all__ = ["VolumeInput", "as_volume_array", "load_in_memory", "paired_voxel_size"]
 
 
 class VolumeInput(NamedTuple):
@@ -113,3 +113,28 @@ def load_in_memory(obj, name: str, *, max_bytes: int | None = None, voxel_size=N
     if hasattr(data, "compute") and not isinstance(data, np.ndarray):
         data = data.compute()
     return VolumeInput(np.asarray(data), vs, source)
+
+
+def paired_voxel_size(data, image_vs, other, other_vs, *, other_name: str, voxel_size=None, needed_for: str):
+    """The voxel size of an image and the labels (or annotations) that go with it, checked as a pair.
+
+    ``other`` must have the image's shape; the voxel size is ``voxel_size`` if given, else the image's,
+    else the other's (all from :func:`as_volume_array`), and is required.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ (naming both), or no voxel size is known (saying what needs it).
+
+    Examples
+    --------
+    >>> paired_voxel_size(np.zeros((1, 2, 2)), None, np.zeros((1, 2, 2)), (40, 4, 4), other_name="labels",
+    ...                   needed_for="the plan depends on it")
+    (40.0, 4.0, 4.0)
+    """
+    if tuple(other.shape) != tuple(data.shape):
+        raise ValueError(f"{other_name} have shape {tuple(other.shape)} but the image has shape {tuple(data.shape)}")
+    vs = voxel_size or image_vs or other_vs
+    if vs is None:
+        raise ValueError(f"the voxel size is unknown: pass voxel_size=(z, y, x) in nm ({needed_for})")
+    return check_voxel_size(vs)

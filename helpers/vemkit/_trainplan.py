@@ -15,8 +15,7 @@ import numpy as np
 from ._annotation_input import annotation_array
 from ._basemodels import base_model_path
 from ._device import resolve_device
-from ._inputs import as_volume_array
-from ._voxel import check_voxel_size
+from ._inputs import as_volume_array, paired_voxel_size
 
 __all__ = ["TrainingPlan", "fingerprint", "plan_training"]
 
@@ -151,12 +150,8 @@ def plan_training(image, annotations, *, voxel_size=None, device="auto", memory_
         raise ValueError(f"unknown plan settings {sorted(unknown)}; choose from {[f.name for f in fields(TrainingPlan)]}")
     data, image_vs, _ = as_volume_array(image, "image")
     ann, _classes, ann_vs = annotation_array(annotations)
-    if tuple(ann.shape) != tuple(data.shape):
-        raise ValueError(f"annotations have shape {tuple(ann.shape)} but the image has shape {tuple(data.shape)}")
-    vs = voxel_size or image_vs or ann_vs
-    if vs is None:
-        raise ValueError("the voxel size is unknown: pass voxel_size=(z, y, x) in nm (the plan depends on it)")
-    vs = check_voxel_size(vs)
+    vs = paired_voxel_size(data, image_vs, ann, ann_vs, other_name="annotations", voxel_size=voxel_size,
+                           needed_for="the plan depends on it")
     fp = fingerprint(data.shape, vs, ann)
     _check_counts(fp["counts"])
     dev = resolve_device(device)
