@@ -5,6 +5,7 @@ pinned to Colab's own build), and says whether the runtime has a GPU; off Colab 
 notebook has a Colab badge in README.md and colab/README.md.
 """
 
+import re
 import sys
 import tomllib
 import types
@@ -18,7 +19,7 @@ from conftest import ROOT
 from vemkit import colab
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-VEMKIT_SPEC = '"vemkit @ git+https://github.com/vemkit/vemkit@main"'
+VEMKIT_SPEC = f'"{colab.INSTALL_SPEC}"'
 PYPROJECT_DEPENDENCIES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 # A Colab runtime as the stand-in sees it: most of vemkit's dependencies already there, three missing,
@@ -138,7 +139,7 @@ def test_missing_requirements_reads_vemkit_metadata():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_has_a_colab_badge_in_both_readmes(path):
-    url = f"https://colab.research.google.com/github/vemkit/vemkit/blob/main/notebooks/{path.name}"
+    url = f"https://colab.research.google.com/github/vemkit/vemkit/blob/{colab.RELEASE_TAG}/notebooks/{path.name}"
     assert url in (ROOT / "README.md").read_text(), "README.md"
     assert url in (ROOT / "colab" / "README.md").read_text(), "colab/README.md"
 
@@ -174,3 +175,18 @@ def test_setup_colab_says_which_commit_it_got_and_warns_about_a_branch(monkeypat
     monkeypatch.setattr(colab, "_direct_url", lambda: None)  # a checkout (pip install -e .): nothing to say
     assert colab.setup_colab(requirements=[], installed_version=COLAB_HAS.get, pip=lambda a: None)["source"]["pinned"] is None
     assert "from https://" not in capsys.readouterr().out
+
+
+def test_every_install_cell_badge_and_requirement_is_pinned_to_the_release_tag():
+    """The Colab cells install the tagged release (issue 19), and the badges open the notebooks at the same tag."""
+    assert colab.RELEASE_TAG == "v0.1.0" == f"v{tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['version']}"
+    badge = re.compile(r"colab\.research\.google\.com/github/vemkit/vemkit/blob/([^/]+)/notebooks/")
+    for path in NOTEBOOKS:
+        text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        assert colab.install_line() in text, path.name
+        assert "@main" not in text and "/blob/main/" not in text, path.name
+        assert set(badge.findall(text)) == {colab.RELEASE_TAG}, path.name
+    for path in (ROOT / "README.md", ROOT / "colab" / "README.md"):
+        assert set(badge.findall(path.read_text())) <= {colab.RELEASE_TAG}, path.name
+    requirements = (ROOT / "colab" / "requirements-colab.txt").read_text()
+    assert colab.INSTALL_SPEC in requirements and "@main" not in requirements

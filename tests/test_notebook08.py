@@ -23,7 +23,7 @@ def test_notebook08_hygiene():
             assert not c.outputs and c.execution_count is None
             assert "sys.path" not in c.source
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
-    assert f"https://colab.research.google.com/github/vemkit/vemkit/blob/main/notebooks/{PATH.name}" in cells[0].source
+    assert f"https://colab.research.google.com/github/vemkit/vemkit/blob/v0.1.0/notebooks/{PATH.name}" in cells[0].source
     assert '"google.colab" in sys.modules' in cells[1].source and "%pip install" in cells[1].source
     params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1

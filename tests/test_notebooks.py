@@ -90,7 +90,7 @@ def test_notebook_hygiene(path):
     # cell 1: title and a Colab badge pointing at this very notebook
     first = cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
-    badge = f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name}"
+    badge = f"https://colab.research.google.com/github/{REPO}/blob/v0.1.0/notebooks/{path.name}"
     assert badge in first.source
     # cell 2: an install cell that acts only on Colab and never installs torch
     install = cells[1]

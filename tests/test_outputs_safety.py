@@ -434,3 +434,54 @@ def test_annotations_overwrite_replaces_only_an_annotation_store(tmp_path):
     ann.set_labels(np.full(image.shape, 2, np.uint8))
     fresh = open_annotations(tmp_path / "ann.zarr", image=image, classes=["background", "mito"], overwrite=True)
     assert not any(fresh.counts().values())
+
+
+# ------------------------------------------------------------------------------------ model directories
+@pytest.mark.parametrize("method", ["rf", "unet"])
+def test_train_never_writes_a_model_into_the_folder_of_its_image(tmp_path, method, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    data = _image((1, 64, 64))
+    tifffile.imwrite(d / "real.tif", data)
+    labels = np.zeros(data.shape, np.uint8)
+    labels[:, :8], labels[:, -8:] = 1, 2
+    tifffile.imwrite(tmp_path / "ann.tif", labels)
+    argv = ["train", "--method", method, "--image", str(d / "real.tif"), "--annotations", str(tmp_path / "ann.tif"),
+            "--voxel-size", "50,5,5", "--out", str(d), "--overwrite", "--iterations", "1", "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    assert "contains the input" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["real.tif"]
+    _same(d / "real.tif", data)
+
+
+def test_a_model_is_never_saved_into_a_folder_of_other_files(tmp_path, model2d):
+    from vemkit.pixel_classifier import PixelClassifier
+
+    d = tmp_path / "results"
+    d.mkdir()
+    (d / "config.json").write_text("my own config")  # a name a model directory uses, but not a model
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds files a model directory does not \(notes.txt\)"):
+        model2d.save(d, overwrite=True)
+    labels = np.zeros((1, 32, 32), np.uint8)
+    labels[:, :4], labels[:, -4:] = 1, 2
+    clf = PixelClassifier(["background", "a"], n_estimators=2).fit(_image((1, 32, 32)), labels, progress=False)
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        clf.save(d, overwrite=True)
+    assert (d / "config.json").read_text() == "my own config" and (d / "notes.txt").read_text() == "mine"
+    with pytest.raises(FileExistsError, match="is a file"):
+        model2d.save(d / "notes.txt")
+    saved = model2d.save(tmp_path / "model")  # a new folder, then its own model directory with overwrite
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        model2d.save(saved)
+    assert model2d.save(saved, overwrite=True) == saved
+
+
+def test_export_never_writes_into_the_model_it_exports(model_dir):
+    pytest.importorskip("bioimageio.spec")
+    from vemkit.export import export_bioimageio
+
+    before = sorted(p.name for p in model_dir.iterdir())
+    with pytest.raises(ValueError, match="lies inside the input"):
+        export_bioimageio(model_dir, model_dir / "package.zip")
+    assert sorted(p.name for p in model_dir.iterdir()) == before

@@ -130,7 +130,7 @@ def train_affinities(image, labels, *, out=None, voxel_size=None, offsets=None, 
 
     if minutes is None and iterations is None:
         raise ValueError("give a budget: minutes=... and/or iterations=...")
-    out = output_directory(out, overwrite)
+    out = output_directory(out, overwrite, [image, labels])
     dev = resolve_device(device)
     img, lab, vs, offsets, plan, source, intensity = _prepare(image, labels, voxel_size, offsets, plan, dev,
                                                               plan_overrides)

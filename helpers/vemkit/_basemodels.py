@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ._modeldir import NotAModelDirectory, read_config
+from ._outputs import check_model_directory
 
 __all__ = ["BASE_MODELS_DIR", "DEFAULT_BASE_MODELS", "base_model_path", "holds_model", "list_base_models", "output_directory",
            "resolve_model"]
@@ -37,12 +38,13 @@ def holds_model(path) -> bool:
     return True
 
 
-def output_directory(out, overwrite: bool):
-    """``out`` as a Path (or None), refusing one that already holds a model unless ``overwrite``."""
-    out = Path(out) if out is not None else None
-    if out is not None and holds_model(out) and not overwrite:
-        raise FileExistsError(f"model directory {str(out)!r} already holds a model; pass overwrite=True or choose another")
-    return out
+def output_directory(out, overwrite: bool, inputs=()):
+    """``out`` as a Path (or None), checked before any work by :func:`vemkit._outputs.check_model_directory`:
+    never one of ``inputs`` (or inside or around one), never a folder holding other files, and one that
+    already holds a model only with ``overwrite``."""
+    if out is None:
+        return None
+    return check_model_directory(out, inputs, overwrite=overwrite)
 
 
 def list_base_models() -> dict:

@@ -33,6 +33,8 @@ __all__ = [
     "MARKER",
     "RUN_FILE",
     "TIFF_SOFTWARE",
+    "MODEL_DIRECTORY_FILES",
+    "check_model_directory",
     "check_output",
     "check_replaceable",
     "expand",
@@ -338,3 +340,58 @@ def mark_output(target, kind: str) -> None:
         attrs[MARKER] = mark
     else:
         (expand(target) / _MARKER_FILE).write_text(json.dumps(mark))
+
+
+#: What vemkit writes into a model directory (model files, training work files, cards, markers).
+MODEL_DIRECTORY_FILES = frozenset({
+    "config.json", "weights.safetensors", "training.json", "plan.json", "checkpoint.pt", "checkpoint.pt.tmp",
+    "forest.npz", "forest.joblib", "MODEL_CARD.md", "scores.json", _MARKER_FILE, ".DS_Store",
+})
+
+
+def check_model_directory(path, inputs=(), *, overwrite: bool, what: str = "model directory") -> Path:
+    """Check a model directory to write, before any work; returns it as a Path (``~`` expanded).
+
+    Refuses what :func:`check_output` refuses (the directory is an input, lies inside one or contains
+    one; it cannot be written), a file in its place, a folder holding anything a model directory does
+    not (vemkit writes model files only into an empty folder or its own; ``overwrite`` does not change
+    that), and one that already holds a model unless ``overwrite``. A folder with only a training
+    checkpoint and plan (a run to resume) is accepted.
+
+    Raises
+    ------
+    ValueError
+        The directory meets an input, or cannot be written.
+    FileExistsError
+        A file is in the way, the folder holds other files, or it holds a model and not ``overwrite``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "notes.txt"), "w").close()
+    >>> check_model_directory(os.path.join(d, "model"), overwrite=False).name
+    'model'
+    >>> check_model_directory(d, overwrite=True)
+    Traceback (most recent call last):
+    FileExistsError: model directory ... holds files a model directory does not (notes.txt) ...
+    """
+    out = check_output(path, inputs, overwrite=overwrite, what=what, exists_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{what} {str(path)!r} is a file; give a folder (new or a vemkit model directory)")
+    if out.is_dir():
+        foreign = sorted(n for n in os.listdir(out) if n not in MODEL_DIRECTORY_FILES)
+        if foreign:
+            raise FileExistsError(
+                f"{what} {str(path)!r} holds files a model directory does not ({', '.join(foreign[:5])}); vemkit "
+                "writes a model only into a new or empty folder or one of its own model directories, even with "
+                "--overwrite: choose another path"
+            )
+        try:
+            model_kind(out)
+            holds = True
+        except (ValueError, OSError):
+            holds = False
+        if holds and not overwrite:
+            raise FileExistsError(f"{what} {str(path)!r} already holds a model; pass overwrite=True (command line "
+                                  "--overwrite) or choose another path")
+    return out

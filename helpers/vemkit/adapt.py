@@ -285,7 +285,7 @@ def adapt(model, source, source_annotations, target, *, method: str = "ynet", ou
         raise ValueError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
     _check_numbers(method, minutes, iterations, patch, batch_size, lr, reconstruction_weight, domain_weight,
                    max_sections)
-    out = output_directory(out, overwrite)
+    out = output_directory(out, overwrite, [model, source, target])
     model = as_model(model)
     target_v, tvs = _target_volume(model, target, target_voxel_size)
     dev = resolve_device(device)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from . import _bioimageio_package as _pkg
+from ._outputs import check_output
 from ._bioimageio_package import BASE_TAGS, INPUT_ID, OUTPUT_ID  # noqa: F401 - this module's constants
 from .models import SegmentationModel, UNet, load_model
 from .synthetic import make_phantom
@@ -235,7 +236,8 @@ def export_bioimageio(model, out, *, name=None, description=None, authors=None, 
         raise ValueError("this model maps grey values by histogram matching (vemkit adapt --method histogram), "
                          "which the bioimage.io format cannot describe; export the model it was adapted from, "
                          "and histogram-match the images with vemkit.domain.match_histogram instead")
-    out = Path(out)
+    out = check_output(out, [model] if isinstance(model, (str, os.PathLike)) else [], overwrite=overwrite,
+                       exists_ok=True)  # never into the model directory it exports (nor around it)
     is_zip = _check_out(out, overwrite)
     layout = _pkg.spatial_layout(seg)
     name, description, author_list = _pkg.package_texts(seg, layout, name, description, authors)

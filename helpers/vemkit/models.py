@@ -26,6 +26,7 @@ from torch import nn
 from . import __version__
 from ._device import resolve_device
 from ._modeldir import UNET_KIND, NotAModelDirectory, read_config
+from ._outputs import check_model_directory
 
 __all__ = [
     "MODEL_KIND",
@@ -429,11 +430,7 @@ class SegmentationModel:
         """
         from safetensors.torch import save_file
 
-        model_dir = Path(model_dir)
-        if model_dir.exists() and not model_dir.is_dir():
-            raise FileExistsError(f"model directory {str(model_dir)!r} is a file")
-        if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"model directory {str(model_dir)!r} exists and is not empty; pass overwrite=True")
+        model_dir = check_model_directory(model_dir, overwrite=overwrite)  # never a folder of other files
         model_dir.mkdir(parents=True, exist_ok=True)
         state = {}
         for name, tensor in self.network.state_dict().items():

@@ -28,7 +28,7 @@ from ._checks import check_annotation_values
 from ._forest_store import FOREST_FILE, ForestFileError, load_forest, save_forest
 from ._intensity import sample_values
 from ._modeldir import FOREST_KIND, NotAModelDirectory, read_config
-from ._outputs import check_output
+from ._outputs import check_model_directory, check_output
 from ._progress import progress_bar
 from ._volume import Volume
 from ._voxel import check_voxel_size
@@ -435,9 +435,7 @@ class PixelClassifier:
         import sklearn
 
         self._check_fitted()
-        model_dir = Path(model_dir)
-        if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"model directory {str(model_dir)!r} exists and is not empty; pass overwrite=True")
+        model_dir = check_model_directory(model_dir, overwrite=overwrite)  # never a folder of other files
         model_dir.mkdir(parents=True, exist_ok=True)
         store = save_forest(self.forest, model_dir / FOREST_FILE)
         (model_dir / _LEGACY_FILE).unlink(missing_ok=True)  # an overwritten old-format model

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from ._basemodels import resolve_model
 from ._device import resolve_device
 from ._losses import masked_losses
+from ._outputs import check_output
 from ._checks import check_positive, check_positive_int
 from ._trainloop import TrainLoop, check_budget, run_environment
 from .augment import AugmentConfig, Augmenter
@@ -273,9 +275,10 @@ def pretrain(out, *, sources=("isbi2012", "flyem_medulla_fibsem", "phantom"), vn
     from . import __version__
     from .models import SegmentationModel
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{str(out)!r} exists and is not empty; choose another directory")
+    out = check_output(out, [init] if isinstance(init, (str, os.PathLike)) and Path(init).exists() else [], overwrite=False,
+                       what="model directory", exists_ok=True)  # writable, and not the model it starts from
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{str(out)!r} exists and is not empty (or not a folder); choose another directory")
     minutes, iterations = check_budget(minutes, iterations)
     patch, batch_size = check_positive_int(patch, "patch", minimum=16), check_positive_int(batch_size, "batch_size")
     lr = check_positive(lr, "lr")

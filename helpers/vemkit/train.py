@@ -18,6 +18,7 @@ Not for: running a trained model over a volume (:mod:`vemkit.predict`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,8 @@ def finetune(image, annotations, *, classes=None, base="auto", out=None, plan: T
     from .models import SegmentationModel
 
     _check_budget(minutes, iterations, extra_targets, eval_every, checkpoint_every)
-    out = output_directory(out, overwrite)
+    base_dir = [base] if isinstance(base, (str, os.PathLike)) and Path(base).exists() else []
+    out = output_directory(out, overwrite, [image, annotations, *base_dir])  # before any work
     dev = resolve_device(device)
     job = _job(image, annotations, classes, base, plan, voxel_size, extra_targets, dev)
     plan, n_classes = job["plan"], len(job["classes"])

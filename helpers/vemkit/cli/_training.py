@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from .._outputs import check_model_directory
 from ..features import FeatureConfig
 from ..io import open_volume
 from ..neurons import train_affinities
@@ -58,6 +59,7 @@ def run_train(args):
     annotations, classes = load_annotations(args.annotations, args.classes)
     if args.method == "unet":
         return _train_unet(args, image, annotations, classes)
+    check_model_directory(args.out, [args.image, args.annotations], overwrite=args.overwrite)  # before training
     features = FeatureConfig(mode=args.mode) if args.mode else None
     clf = PixelClassifier(classes=classes, features=features, n_estimators=args.trees, seed=args.seed)
     clf.fit(image, annotations, device=args.device, progress=not args.quiet)
