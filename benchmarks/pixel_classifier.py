@@ -1,5 +1,5 @@
-"""Random-forest pixel classification of mitochondria on the real VNC ssTEM data: vemkit beside
-scikit-image's ``multiscale_basic_features`` + scikit-learn's random forest.
+"""Random-forest pixel classification of mitochondria on real data (VNC ssTEM; ``--datasets`` adds
+CDeep3M SBF-SEM): vemkit beside scikit-image's ``multiscale_basic_features`` + scikit-learn's random forest.
 
 Three cases (``--cases``, default all):
 
@@ -114,8 +114,8 @@ def one_section_case(ds, args):
     labels[:, :half] = truth[:, :half] + 1  # dense: every pixel of the top half
     score = np.zeros(image.shape, bool)
     score[:, half:] = True
-    return compare(f"one section {image.shape[1]}x{image.shape[2]}, top half dense", image, labels, score, truth,
-                   ds.voxel_size, args)
+    return compare(f"{ds.name}: one section {image.shape[1]}x{image.shape[2]}, top half dense", image, labels, score,
+                   truth, ds.voxel_size, args)
 
 
 def dense_case(ds, args):
@@ -125,7 +125,8 @@ def dense_case(ds, args):
     labels[[0, 5]] = truth[[0, 5]] + 1
     score = np.ones(image.shape, bool)
     score[[0, 5]] = False
-    return compare("dense labels on 2 of 10 sections 512x512", image, labels, score, truth, ds.voxel_size, args)
+    return compare(f"{ds.name}: dense labels on 2 of 10 sections 512x512", image, labels, score, truth, ds.voxel_size,
+                   args)
 
 
 def main():
@@ -135,18 +136,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", default="features,one-section,dense")
+    parser.add_argument("--datasets", default="drosophila_vnc_sstem",
+                        help="comma-separated datasets with mitochondria labels for the one-section and dense cases "
+                             "(e.g. drosophila_vnc_sstem,cdeep3m_mito; features: always VNC)")
     args = parser.parse_args()
     cases = args.cases.split(",")
 
     from vemkit.datasets import load_dataset
 
-    ds = load_dataset("drosophila_vnc_sstem", progress=False)
     results = {}
-    if "one-section" in cases:
-        results["one-section"] = one_section_case(ds, args)
-    if "dense" in cases:
-        results["dense"] = dense_case(ds, args)
+    for name in args.datasets.split(","):
+        ds = load_dataset(name, progress=False)
+        if "one-section" in cases:
+            results[f"{name}/one-section"] = one_section_case(ds, args)
+        if "dense" in cases:
+            results[f"{name}/dense"] = dense_case(ds, args)
     if "features" in cases:
+        ds = load_dataset("drosophila_vnc_sstem", progress=False)
         results["features"] = feature_case(ds, args)
     print(json.dumps(results))
 

@@ -44,6 +44,7 @@ _CACHE_BYTES = 1 << 30  # cached section features (interactive retraining)
 _WHOLE_SECTION_PIXELS = 2048 * 2048  # larger sections are featurised tile by tile when training
 _TRAIN_TILE = 1024
 _SPARSE_SAMPLES = 20_000  # up to this many training voxels, trees are left unbounded
+_LEAF_SAMPLES = 50_000  # above that, one leaf holds at least n / _LEAF_SAMPLES training voxels
 
 
 def intensity_range(data, lower: float = 1.0, upper: float = 99.0, max_sections: int = 8, max_side: int = 1024):
@@ -79,7 +80,9 @@ class PixelClassifier:
     max_depth, min_samples_leaf : int, None or "auto"
         Bounds on each tree (scikit-learn's; ``None`` / 1: unbounded). ``"auto"`` (default) bounds the
         trees only when the training sample is large (dense labels, more than 20 000 voxels): depth 20
-        and one leaf per ``n / 20 000`` voxels (5 at the 100 000-voxel sample). Unbounded trees grown on
+        and at least ``n / 50 000`` voxels per leaf (2 at the 100 000-voxel sample; 5 cost IoU on
+        both the VNC and the CDeep3M benchmark cases, 1 with depth 25 lost on CDeep3M's dense case:
+        ``benchmarks/pixel_classifier.py``, docs/benchmarks.md). Unbounded trees grown on
         dense labels memorise every labelled pixel: on one densely labelled FIB-SEM section they made an
         84 MB model whose prediction took minutes. Trees grown on sparse strokes are small anyway, and
         bounding them only cost IoU (0.161 -> 0.158 on the VNC scribble test), so they stay unbounded.
@@ -187,11 +190,11 @@ class PixelClassifier:
         --------
         >>> clf = PixelClassifier(["background", "mito"])
         >>> clf.tree_bounds(7_000), clf.tree_bounds(100_000)
-        ((None, 1), (20, 5))
+        ((None, 1), (20, 2))
         """
         dense = n_samples > _SPARSE_SAMPLES
         depth = (20 if dense else None) if self.max_depth == "auto" else self.max_depth
-        leaf = (max(1, round(n_samples / _SPARSE_SAMPLES)) if dense else 1) if self.min_samples_leaf == "auto" \
+        leaf = (max(1, round(n_samples / _LEAF_SAMPLES)) if dense else 1) if self.min_samples_leaf == "auto" \
             else self.min_samples_leaf
         return depth, leaf
 
