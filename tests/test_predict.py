@@ -176,7 +176,7 @@ def test_model_directory_round_trip_predicts_the_same(model2d, tmp_path):
     b = predict_volume(str(tmp_path / "m"), vol, tmp_path / "b.ome.zarr", device="cpu", block=(1, 64, 64),
                        progress=False)
     np.testing.assert_array_equal(np.asarray(open_volume(a.labels).data), np.asarray(open_volume(b.labels).data))
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(FileExistsError, match="already holds a model"):
         model2d.save(tmp_path / "m")
 
 

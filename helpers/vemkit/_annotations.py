@@ -4,8 +4,7 @@ Values: 0 = unlabelled (ignored by every loss and metric), 1 = background, 2.. =
 ``k`` of a semantic mask is annotated as ``k + 1``. The store's attributes record the class names,
 their colours, the image shape and voxel size. Every edit is written through to disk as it is made
 (a kernel restart or a closed tab loses nothing); undo keeps the previous values of the last edits in
-memory. Not for: the widget that paints (:mod:`vemkit._annotator`) or turning masks into scribbles
-(:mod:`vemkit._scribbles`).
+memory. Not for: the widget that paints (:mod:`vemkit._annotator`), masks to scribbles (:mod:`vemkit._scribbles`).
 """
 
 from __future__ import annotations
@@ -596,7 +595,5 @@ def _create(path, shape, classes, colors, voxel_size, chunks):
 
 
 def _colors_for(classes, existing):
-    out = list(existing)
-    while len(out) < len(classes):
-        out.append(DEFAULT_COLORS[len(out) % len(DEFAULT_COLORS)])
+    out = list(existing) + [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(existing), len(classes))]
     return out[: len(classes)]

@@ -55,7 +55,9 @@ RUN_FILE = "vemkit_predict.json"
 LOG_FILE = "vemkit_predict.log"
 
 _ZARR_META = {".zgroup", ".zattrs", ".zarray", ".zmetadata", "zarr.json"}
-_OWN_FILES = {_MARKER_FILE, RUN_FILE, LOG_FILE, ".DS_Store"}
+#: sam-auto's links (vemkit.predict._samauto.LINKS_FILE) and the temporary name it is written under
+_LINKS_FILES = {"vemkit_links.npz", "vemkit_links.npz.tmp.npz"}
+_OWN_FILES = {_MARKER_FILE, RUN_FILE, LOG_FILE, ".DS_Store", *_LINKS_FILES}
 _DIR_CONTAINERS = (".zarr", ".n5")
 _GRAPH_SCAN_LIMIT = 200_000
 
@@ -373,7 +375,7 @@ def check_model_directory(path, inputs=(), *, overwrite: bool, what: str = "mode
     'model'
     >>> check_model_directory(d, overwrite=True)
     Traceback (most recent call last):
-    FileExistsError: model directory ... holds files a model directory does not (notes.txt) ...
+    FileExistsError: model directory ... holds files a model directory does not (notes.txt)...
     """
     out = check_output(path, inputs, overwrite=overwrite, what=what, exists_ok=True)
     if out.exists() and not out.is_dir():

@@ -30,6 +30,7 @@ from ._execute import run_distributed, run_local
 from ._network import Network, probe_network, resolve_network
 from ._planning import InferencePlan, check_layout, check_plan_volume, plan_blocks, settings_from_plan
 from ._runner import Runner, Settings, time_batch
+from ._samauto import is_sam_auto, run_sam_auto
 from ._store import RunLog, create_output, finish_run, open_run
 
 __all__ = ["PredictionResult", "estimate", "predict_volume"]
@@ -157,6 +158,7 @@ class _Options:
     progress: bool = True
     ndim: int | None = None
     n_classes: int | None = None
+    sam_auto: dict | None = None
 
 
 @dataclass
@@ -343,9 +345,28 @@ def _result(root: Path, job: _Job, o: _Options, n_blocks, skipped, t_start, comp
     )
 
 
+def _run_sam_auto(model, image, root: Path, o: _Options, *, plan, client) -> PredictionResult:
+    """``sam-auto``: section by section (:mod:`._samauto`); block-level options do not apply."""
+    given = [name for name, value in (("block", o.block), ("halo", o.halo), ("batch_size", o.batch_size),
+                                      ("plan", plan), ("client", client), ("memory_limit", o.memory_limit),
+                                      ("intensity_range", o.intensity_range)) if value is not None]
+    given += [name for name, value in (("tta", o.tta), ("probabilities", o.probabilities), ("compile", o.compile))
+              if value]
+    if given or not o.labels:
+        what = ", ".join(given) or "labels=False"
+        raise ValueError(f"sam-auto segments whole sections into objects (labels only); {what} does not apply to "
+                         "it: leave it out (the automatic SAM is set with sam_auto={...})")
+    kw = dict(o.sam_auto or {})
+    extra = {k: kw.pop(k) for k in ("link_iou", "segmenter", "manifest_path") if k in kw}
+    return run_sam_auto(model, image, root, settings=kw, device=o.device, resume=o.resume, overwrite=o.overwrite,
+                        pyramid=o.pyramid, version=o.version, progress=o.progress, **extra)
+
+
 def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionResult:
     """:func:`predict_volume`'s work: prepare and check, open (or resume) the output, run the blocks
     still to do, finish the output."""
+    if is_sam_auto(model):
+        return _run_sam_auto(model, image, root, o, plan=plan, client=client)
     t_start = time.perf_counter()
     _check_output_options(o)
     o.batch_size = _check_numbers(batch_size=o.batch_size, tta=o.tta, memory_limit=o.memory_limit,
@@ -419,13 +440,15 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                    amp="auto", intensity_range=None, client=None, resume: bool = True, overwrite: bool = False,
                    pyramid: bool = True, version: str = "0.4", memory_limit=None, compile: bool = False,
                    prefetch: int = 2, progress: bool = True, ndim: int | None = None, n_classes: int | None = None,
-                   plan: InferencePlan | None = None) -> PredictionResult:
+                   plan: InferencePlan | None = None, sam_auto: dict | None = None) -> PredictionResult:
     """Predict a whole volume with a network, block by block, into OME-Zarr.
 
     Parameters
     ----------
     model : str, Path, SegmentationModel or torch.nn.Module
-        A model directory (:func:`vemkit.models.load_model`), a loaded model, or any module mapping
+        A model directory (:func:`vemkit.models.load_model`), a generalist model (``"mitonet"``,
+        ``"bioimageio:<id>"``, ``"sam-auto[:<SAM model>]"``: instance labels, :mod:`._samauto`), a
+        loaded model, or any module mapping
         (N, 1, [Z,] Y, X) float input to (N, classes, ...) logits (then pass ``halo`` and, if it has
         no ``out_channels`` attribute, ``n_classes`` is taken from the module's first output).
     image : str, Path, Volume or array of shape (Z, Y, X)
@@ -452,9 +475,8 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
     prob_dtype : {"uint8", "float16", "float32"}
         uint8 stores probability x 255, rounded.
     amp : {"auto", "bf16", "fp16", False}
-        Mixed precision. "auto": on CUDA bf16 where supported, else fp16; on a CPU with bfloat16
-        matrix units (Intel AMX) bf16, else float32 (:func:`vemkit._precision.resolve_amp`). False:
-        float32 everywhere.
+        Mixed precision. "auto": CUDA bf16 where supported, else fp16; a CPU with AMX bf16, else
+        float32 (:func:`vemkit._precision.resolve_amp`). False: float32 everywhere.
     intensity_range : (low, high), optional
         Grey values mapped to 0 and 1 (default: from the model's normalisation; for percentile
         normalisation, estimated once from a sample of the volume, so no block has its own statistics).
@@ -462,26 +484,24 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
         Spread the blocks over this cluster's workers. Workers must see the image and the output path
         (a shared file system); each worker uses one GPU where there are GPUs.
     resume, overwrite : bool
-        Finish an interrupted run on the same output with the same model and parameters; replace an
-        existing output that vemkit wrote (never a folder holding other files).
-    pyramid : bool
-        Add coarser levels for viewing once all blocks are done.
-    version : {"0.4", "0.5"}
-        OME-Zarr version of the output.
+        Finish an interrupted run (same model and parameters); replace an output vemkit wrote (never a
+        folder holding other files).
+    pyramid, version : bool, {"0.4", "0.5"}
+        Add coarser levels for viewing once all blocks are done; the OME-Zarr version of the output.
     memory_limit : str or int, optional
         Working memory for one batch when choosing the block.
-    compile : bool
-        ``torch.compile`` the network first (GPU; pays off on large volumes).
-    prefetch : int
-        Batches read ahead while the network runs.
+    compile, prefetch : bool, int
+        ``torch.compile`` the network first (GPU; pays off on large volumes); batches read ahead.
     progress : bool
         Progress bar with voxels per second and time left.
     ndim, n_classes : int, optional
-        For a bare torch module without ``ndim``/``out_channels`` attributes: 2 (section by section)
-        or 3, and its number of output classes.
+        For a bare module without ``ndim``/``out_channels``: 2 (by section) or 3, and its classes.
     plan : InferencePlan, optional
         From :func:`estimate` for this image: its device, block, halo and batch size are used (a
         keyword that says otherwise, or an image of another shape, is refused).
+    sam_auto : dict, optional
+        For ``sam-auto``: :class:`vemkit.generalist.AutoMaskSettings` fields, ``link_iou``,
+        ``segmenter`` (a loaded PromptSegmenter) and ``manifest_path`` (:func:`._samauto.run_sam_auto`).
 
     Returns
     -------
@@ -510,7 +530,8 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
     options = _Options(block=block, halo=halo, batch_size=batch_size, device=device, tta=tta, labels=labels,
                        probabilities=probabilities, prob_dtype=prob_dtype, amp=amp, intensity_range=intensity_range,
                        resume=resume, overwrite=overwrite, pyramid=pyramid, version=version, compile=compile,
-                       memory_limit=memory_limit, prefetch=prefetch, progress=progress, ndim=ndim, n_classes=n_classes)
+                       memory_limit=memory_limit, prefetch=prefetch, progress=progress, ndim=ndim, n_classes=n_classes,
+                       sam_auto=sam_auto)
     if str(output).lower().endswith(_TIFF_SUFFIXES):
         return _run_tiff(model, image, Path(output), options, plan=plan, client=client)
     return _run(model, image, Path(output), options, plan=plan, client=client)
