@@ -10,6 +10,9 @@ pad, encode), then time ``--clicks`` single-point prompts on that embedding
 printed with the threads used, the CPU and the load average, and the ratio to the target (click-to-mask
 under 0.5 s on CPU for the small model). ``--zero-shot`` adds MitoNet-style blockwise throughput
 (``predict_volume`` with the tiny MitoNet stand-in: the runner's overhead, not MitoNet's speed).
+``--sam-auto`` adds automatic SAM on one section (``AutoMaskGenerator.segment``: embedding plus a
+32 x 32 grid of point prompts through the decoder; with random weights few masks pass SAM's filters,
+so this is the embedding + decoding cost, not the cost of painting many real masks).
 
 Run from the project root::
 
@@ -37,6 +40,7 @@ def _arguments(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's setting: 2)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--zero-shot", action="store_true", help="also time blockwise zero-shot inference")
+    p.add_argument("--sam-auto", action="store_true", help="also time automatic SAM on one section (vit_t)")
     p.add_argument("--quick", action="store_true", help="vit_t only, 512 px, 1 repeat, 3 clicks")
     p.add_argument("--json", help="write the figures to this file")
     return p.parse_args(argv)
@@ -99,6 +103,27 @@ def bench_arch(arch, size, repeats, clicks, device) -> dict:
             "click_to_mask_cpu_s_median": statistics.median(click_cpu)}
 
 
+def bench_sam_auto(arch, size, device, points=32) -> dict:
+    import numpy as np
+    import torch
+
+    from vemkit.generalist import AutoMaskGenerator, AutoMaskSettings, PromptSegmenter, sam_config
+    from vemkit.generalist._sam import sam_state_for
+    from vemkit.generalist._sam_net import build_sam
+
+    state = sam_state_for(arch)
+    net = build_sam(sam_config(state))
+    net.load_state_dict(state, strict=True)
+    seg = PromptSegmenter(net.to(device).eval(), name=f"{arch} (random weights)", device=torch.device(device))
+    gen = AutoMaskGenerator(seg, AutoMaskSettings(points_per_side=points))
+    section = np.random.default_rng(0).integers(0, 255, (size, size), dtype=np.uint8)
+    cpu = []
+    wall = _time(lambda: gen.segment(section), 1, lambda: None, cpu)
+    labels = gen.segment(section)
+    return {"arch": arch, "size": size, "points": points * points, "seconds": wall[0], "cpu_seconds": cpu[0],
+            "objects": int(labels.max())}
+
+
 def bench_zero_shot(device) -> dict:
     import tempfile
     from pathlib import Path
@@ -145,6 +170,10 @@ def main(argv=None):
         results["zero_shot"] = z = bench_zero_shot(args.device)
         print(f"zero-shot blockwise (tiny MitoNet stand-in) {z['volume']}: {z['seconds']:.1f} s, "
               f"{z['mvoxels_per_s']:.2f} Mvoxel/s, {z['blocks']} blocks")
+    if args.sam_auto:
+        results["sam_auto"] = a = bench_sam_auto("vit_t", size, args.device)
+        print(f"sam-auto {a['arch']} on one {size}x{size} section, {a['points']} point prompts: {a['seconds']:.1f} s "
+              f"wall, {a['cpu_seconds']:.1f} s CPU ({a['objects']} objects pass the filters with random weights)")
     env["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(f"load average after: {env['load_average_after']}")
     if args.json:

@@ -1,5 +1,5 @@
 """Notebook 07 (generalist models) under papermill with tiny stand-in models in the published formats:
-the SAM clicks, zero-shot MitoNet, a bioimage.io package and the comparison table all run end to end.
+the SAM clicks, automatic SAM, zero-shot MitoNet, a bioimage.io package and the comparison table all run end to end.
 (The real models cannot be downloaded here; their figures are not measured by this test.)"""
 
 import json
@@ -29,4 +29,8 @@ def test_notebook07_runs_with_tiny_models(tmp_path):
     assert sam["objects"] >= 1 and 1 <= sam["clicks_per_object"] <= 2 and 0 <= sam["mean_iou"] <= 1
     assert 0 <= m["results"]["mitonet"]["iou"] <= 1 and 0 <= m["results"]["bioimageio"]["iou"] <= 1
     assert (out_dir / "mitonet.ome.zarr").is_dir() and (out_dir / "bioimageio.ome.zarr").is_dir()
+    auto = m["results"]["sam_auto"]  # automatic SAM over the volume (tiny random SAM: counts only)
+    assert (out_dir / "sam_auto.ome.zarr").is_dir() and auto["points_per_side"] == 8 and auto["objects_3d"] >= 0
+    assert 0 <= auto["mitochondria_found"] <= auto["mitochondria_in_test_sections"]
+    assert auto["mitochondria_in_test_sections"] >= 1
     assert m["results"]["unet"]["iou"] is None  # no notebook-03 model given

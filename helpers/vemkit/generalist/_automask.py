@@ -35,8 +35,9 @@ class AutoMaskSettings:
     ----------
     points_per_side : int
         The prompt grid per tile (``n x n`` single positive points).
-    points_per_batch : int
-        Prompts decoded together (memory against speed).
+    points_per_batch : int or None
+        Prompts decoded together (default: 16 on a CPU, where larger batches were slower per prompt
+        (109 against 181 ms with vit_t at 16 and 64), 64 elsewhere).
     pred_iou_thresh : float
         Keep a mask only when SAM's own predicted IoU exceeds this (0 keeps all).
     stability_thresh : float
@@ -64,7 +65,7 @@ class AutoMaskSettings:
     """
 
     points_per_side: int = 32
-    points_per_batch: int = 64
+    points_per_batch: int | None = None
     pred_iou_thresh: float = 0.88
     stability_thresh: float = 0.95
     stability_offset: float = 1.0
@@ -76,7 +77,8 @@ class AutoMaskSettings:
     def checked(self) -> "AutoMaskSettings":
         """These settings, validated (a clear ValueError naming the bad one)."""
         check_positive_int(self.points_per_side, "points_per_side")
-        check_positive_int(self.points_per_batch, "points_per_batch")
+        if self.points_per_batch is not None:
+            check_positive_int(self.points_per_batch, "points_per_batch")
         for name in ("pred_iou_thresh", "stability_thresh", "nms_iou"):
             v = check_number(getattr(self, name), name)
             if not 0.0 <= v <= 1.0:
@@ -261,9 +263,10 @@ class AutoMaskGenerator:
         feats = torch.as_tensor(emb.features, device=seg.device)
         pe = seg.sam.prompt_encoder.get_dense_pe()
         kept, crops, scores, stab = [], [], [], []
+        batch = s.points_per_batch or (16 if torch.device(seg.device).type == "cpu" else 64)
         with torch.inference_mode():
-            for a in range(0, len(xy), s.points_per_batch):
-                pts = torch.as_tensor(xy[a : a + s.points_per_batch], dtype=torch.float32, device=seg.device)[:, None]
+            for a in range(0, len(xy), batch):
+                pts = torch.as_tensor(xy[a : a + batch], dtype=torch.float32, device=seg.device)[:, None]
                 lab = torch.ones(pts.shape[:2], dtype=torch.float32, device=seg.device)
                 sparse, dense = seg.sam.prompt_encoder((pts, lab), None)
                 low, iou = seg.sam.mask_decoder(feats, pe, sparse, dense, multimask=True)
