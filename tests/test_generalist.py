@@ -58,7 +58,7 @@ def test_every_model_entry_says_where_from_what_licence_and_what_input():
 
 
 def test_torchscript_without_a_pinned_hash_is_refused_before_any_download(cache):
-    with pytest.raises(g.UnpinnedCodeError, match="runs code") as err:
+    with pytest.raises(g.UnpinnedCodeError, match="can run code") as err:
         g.fetch_model("mitonet_v1")
     assert "vemkit models pin mitonet_v1" in str(err.value)
     assert not (cache / "models" / "mitonet_v1").exists()
@@ -120,7 +120,7 @@ def test_models_cli_lists_and_refuses(cache, capsys):
     out = capsys.readouterr().out
     assert "mitonet_v1" in out and "Apache-2.0" in out and "cached" in out
     assert main(["models", "fetch", "mitonet_v1"]) == 2
-    assert "runs code" in capsys.readouterr().err
+    assert "can run code" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- SAM

@@ -235,7 +235,7 @@ def test_cli_sam_auto_with_a_checkpoint_file_then_measure(tmp_path, tiny_sam, ca
     img = write_tiff(image, tmp_path / "img.tif", voxel_size=VS, progress=False)
     out = tmp_path / "objects.ome.zarr"
     argv = ["predict", "--model", f"sam-auto:{tiny_sam}", "--image", str(img), "--out", str(out),
-            "--sam-auto", QUICK, "--device", "cpu", "--quiet"]
+            "--model-options", QUICK, "--device", "cpu", "--quiet"]
     assert main(argv) == 0
     assert f"labels: {out}" in capsys.readouterr().out
     vol = open_volume(str(out), warn_missing_voxel_size=False)
@@ -256,7 +256,7 @@ def test_sam_auto_by_registry_name_through_the_tinyvit_loader(tmp_path, monkeypa
     image, _ = _rods((2, 40, 48))
     img = write_tiff(image.astype(np.uint16) * 100, tmp_path / "img.tif", voxel_size=VS, progress=False)
     res = predict_volume("sam-auto", img, tmp_path / "o.ome.zarr", device="cpu", progress=False,
-                         sam_auto={"manifest_path": man, "points_per_side": 3, "pred_iou_thresh": 0,
+                         model_options={"manifest_path": man, "points_per_side": 3, "pred_iou_thresh": 0,
                                    "stability_thresh": 0})
     assert res.parameters["model"] == "microsam_vit_t_em_organelles"
     assert res.parameters["intensity_range"] is not None  # 16-bit: one 8-bit mapping for the volume
@@ -270,9 +270,9 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, tiny_sam, capsys):
     cases = [
         (["--out", str(tmp_path / "a.ome.zarr"), "--probabilities"], "does not apply"),
         (["--out", str(tmp_path / "b.ome.zarr"), "--block", "1,32,32"], "does not apply"),
-        (["--out", str(tmp_path / "c.ome.zarr"), "--sam-auto", "points=3"], "unknown sam-auto setting"),
-        (["--out", str(tmp_path / "d.ome.zarr"), "--sam-auto", "link_iou=0"], "link_iou must lie in"),
-        (["--out", str(tmp_path / "e.ome.zarr"), "--sam-auto", "tile"], "KEY=VALUE"),
+        (["--out", str(tmp_path / "c.ome.zarr"), "--model-options", "points=3"], "unknown sam-auto setting"),
+        (["--out", str(tmp_path / "d.ome.zarr"), "--model-options", "link_iou=0"], "link_iou must lie in"),
+        (["--out", str(tmp_path / "e.ome.zarr"), "--model-options", "tile"], "KEY=VALUE"),
         (["--out", str(img), "--overwrite"], "never writes where it reads"),
     ]
     for extra, message in cases:
@@ -283,5 +283,5 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, tiny_sam, capsys):
     with pytest.raises(ValueError, match="no voxel size"):
         predict_volume(f"sam-auto:{tiny_sam}", image, tmp_path / "f.ome.zarr", progress=False)
     assert main(["predict", "--model", str(tiny_sam.parent), "--image", str(img), "--out",
-                 str(tmp_path / "g.ome.zarr"), "--sam-auto", "tile=64", "--quiet"]) == 2
+                 str(tmp_path / "g.ome.zarr"), "--model-options", "tile=64", "--quiet"]) == 2
     assert "use it with --model sam-auto" in capsys.readouterr().err

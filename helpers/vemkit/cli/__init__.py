@@ -19,15 +19,16 @@ import sys
 
 from .. import __version__
 from .._modeldir import UNET_KIND, model_kind
+from ..generalist import OptionalDependencyError
 from . import _data, _inference, _models, _tour, _training
 
 __all__ = ["main", "build_parser", "interrupted_message"]
 
 #: Exceptions the API raises for bad input, files that are missing or in the way, or no network;
-#: and the file system's own refusals (OSError: a read-only or full disk). (``vemkit._errors`` makes
-#: unknown names and levels ValueErrors too.)
+#: and the file system's own refusals (OSError: a read-only or full disk); an optional package that
+#: is not installed. (``vemkit._errors`` makes unknown names and levels ValueErrors too.)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, ConnectionError, OSError)
+               PermissionError, ConnectionError, OSError, OptionalDependencyError)
 #: The exit status after Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..generalist import fetch_model, is_cached, is_generalist, list_models, model_entry, pin_model
 from ..io import open_volume
-from ..predict import is_sam_auto, predict_volume
+from ..predict import is_section_model, predict_volume
 from ._options import add_common, amp_value, print_outputs
 
 __all__ = ["COMMANDS", "extend_predict"]
@@ -65,23 +65,23 @@ def run_pin(args):
     return 0
 
 
-def sam_auto_options(text) -> dict:
-    """``--sam-auto "points_per_side=16,min_area=50,link_iou=0.3"`` as keyword arguments.
+def model_options(text) -> dict:
+    """``--model-options "points_per_side=16,min_area=50,link_iou=0.3"`` as keyword arguments.
 
     Examples
     --------
-    >>> sam_auto_options("points_per_side=16, link_iou=0.5")
+    >>> model_options("points_per_side=16, link_iou=0.5")
     {'points_per_side': 16, 'link_iou': 0.5}
     """
     out = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--sam-auto takes KEY=VALUE pairs separated by commas, got {item!r}")
+            raise ValueError(f"--model-options takes KEY=VALUE pairs separated by commas, got {item!r}")
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"--sam-auto {key.strip()}: {value!r} is not a number") from None
+            raise ValueError(f"--model-options {key.strip()}: {value!r} is not a number") from None
         out[key.strip()] = int(number) if number.is_integer() and "." not in value else number
     return out
 
@@ -91,7 +91,7 @@ def _predict_generalist(args):
     res = predict_volume(args.model, image, args.out, block=args.block, halo=args.halo, batch_size=args.batch_size,
                          device=args.device, tta=args.tta, amp=amp_value(args.amp), probabilities=args.probabilities,
                          resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
-                         sam_auto=sam_auto_options(args.sam_auto) if is_sam_auto(args.model) else None)
+                         model_options=model_options(args.model_options) if is_section_model(args.model) else None)
     print(f"predicted {res.blocks - res.blocks_skipped} of {res.blocks} blocks with {args.model} on {res.device} "
           f"in {res.seconds:.1f} s")
     print_outputs(res)
@@ -104,18 +104,21 @@ def extend_predict(sub) -> None:
     plain = parser.get_default("func")
 
     def run(args):
-        if args.sam_auto and not is_sam_auto(args.model):
-            raise ValueError("--sam-auto sets automatic SAM: use it with --model sam-auto[:NAME]")
-        return _predict_generalist(args) if is_generalist(args.model) or is_sam_auto(args.model) else plain(args)
+        if args.model_options and not is_section_model(args.model):
+            raise ValueError("--model-options sets a section-by-section model: use it with --model sam-auto[:NAME] "
+                             "or cellpose[:NAME]")
+        return _predict_generalist(args) if is_generalist(args.model) or is_section_model(args.model) else plain(args)
 
-    parser.add_argument("--sam-auto", metavar="KEY=VALUE,...",
+    parser.add_argument("--model-options", metavar="KEY=VALUE,...",
                         help="with --model sam-auto: points_per_side (32), pred_iou_thresh (0.88), stability_thresh "
-                             "(0.95), nms_iou (0.7), min_area (25 px), tile (1024 px), overlap (128), link_iou (0.3)")
+                             "(0.95), nms_iou (0.7), min_area (25 px), tile (1024 px), overlap (128); with --model "
+                             "cellpose: diameter (px); both: link_iou (0.3)")
     parser.set_defaults(func=run)
     parser.description = ("--model takes a model directory, or a generalist model: mitonet, mitonet-mini, a MitoNet "
                           "name of `vemkit models list`, bioimageio:<id, DOI, URL or folder>, or sam-auto[:NAME] "
                           "(automatic SAM: every object of each section, linked across sections; NAME a SAM model "
-                          "of `vemkit models list` or a checkpoint file, default microsam_vit_t_em_organelles).")
+                          "of `vemkit models list` or a checkpoint file, default microsam_vit_t_em_organelles), or "
+                          "cellpose[:NAME] (Cellpose-SAM, needs the optional cellpose package).")
 
 
 #: The commands of this module, in the order ``vemkit --help`` lists them.

@@ -24,6 +24,8 @@ __all__ = ["list_models", "model_entry", "model_file", "is_cached", "fetch_model
 
 #: Short names ``vemkit predict --model`` takes.
 GENERALIST_ALIASES = {"mitonet": "mitonet_v1", "mitonet-mini": "mitonet_mini_v1"}
+#: File formats that can run code when loaded (then a SHA-256 must be published or pinned first).
+CODE_FORMATS = {"torchscript": "TorchScript", "torch_pickle": "a torch pickle loaded by another package"}
 
 _PINS = "pins.json"
 
@@ -172,13 +174,14 @@ def fetch_model(name: str, *, progress: bool = True, manifest_path=None) -> Path
     ConnectionError
         The file is not cached and cannot be downloaded (says where to put it).
     UnpinnedCodeError
-        A TorchScript model whose SHA-256 is not pinned.
+        A model in a format that can run code (:data:`CODE_FORMATS`) whose SHA-256 is not pinned.
     """
     entry = model_entry(name, manifest_path)
     expected = pinned_sha256(name, manifest_path)
-    if entry.get("format") == "torchscript" and not expected:
+    if entry.get("format") in CODE_FORMATS and not expected:
         raise UnpinnedCodeError(
-            f"model {name!r} is TorchScript, which runs code when loaded, and no SHA-256 is published for it. "
+            f"model {name!r} is {CODE_FORMATS[entry['format']]}, which can run code when loaded, and no SHA-256 is "
+            "published for it. "
             f"Download {entry['url']} yourself, check it against the publisher's checksum "
             f"({entry.get('hash_source', 'see the model page')}), put it at {model_file(name, manifest_path)} "
             f"and pin it: vemkit models pin {name} --sha256 HEX"

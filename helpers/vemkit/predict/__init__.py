@@ -13,8 +13,9 @@ spread over a dask cluster.
 - Resume: every finished block is recorded next to the output (:data:`LOG_FILE`, beside the run record
   :data:`RUN_FILE`); a run that is killed and started again computes only the missing blocks, with the
   same result.
-- ``model="sam-auto[:<SAM model>]"``: automatic SAM, section by section, objects linked across
-  sections into instance labels (:mod:`._samauto`; resumable the same way).
+- ``model="sam-auto[:<SAM model>]"`` (automatic SAM) and ``"cellpose[:<model>]"`` (Cellpose-SAM,
+  optional package): section by section, objects linked across sections into instance labels
+  (:mod:`._samauto`; resumable the same way).
 - Distributed: pass a ``dask.distributed`` client and the blocks are spread over its workers (one
   GPU each where there are GPUs); scheduling is dask's.
 
@@ -26,7 +27,7 @@ Not for: training (:mod:`vemkit.train`), random-forest models (:mod:`vemkit.pixe
 
 from ._planning import InferencePlan
 from ._predict import PredictionResult, estimate, predict_volume
-from ._samauto import is_sam_auto
+from ._samauto import is_sam_auto, is_section_model
 from ._store import LOG_FILE, RUN_FILE  # noqa: F401  (the files beside an output; public, not in __all__)
 
-__all__ = ["InferencePlan", "PredictionResult", "estimate", "is_sam_auto", "predict_volume"]
+__all__ = ["InferencePlan", "PredictionResult", "estimate", "is_sam_auto", "is_section_model", "predict_volume"]

@@ -30,7 +30,7 @@ from ._execute import run_distributed, run_local
 from ._network import Network, probe_network, resolve_network
 from ._planning import InferencePlan, check_layout, check_plan_volume, plan_blocks, settings_from_plan
 from ._runner import Runner, Settings, time_batch
-from ._samauto import is_sam_auto, run_sam_auto
+from ._samauto import is_section_model, run_section_model
 from ._store import RunLog, create_output, finish_run, open_run
 
 __all__ = ["PredictionResult", "estimate", "predict_volume"]
@@ -158,7 +158,7 @@ class _Options:
     progress: bool = True
     ndim: int | None = None
     n_classes: int | None = None
-    sam_auto: dict | None = None
+    model_options: dict | None = None
 
 
 @dataclass
@@ -345,8 +345,8 @@ def _result(root: Path, job: _Job, o: _Options, n_blocks, skipped, t_start, comp
     )
 
 
-def _run_sam_auto(model, image, root: Path, o: _Options, *, plan, client) -> PredictionResult:
-    """``sam-auto``: section by section (:mod:`._samauto`); block-level options do not apply."""
+def _run_section_model(model, image, root: Path, o: _Options, *, plan, client) -> PredictionResult:
+    """``sam-auto`` and ``cellpose``: section by section (:mod:`._samauto`); block-level options do not apply."""
     given = [name for name, value in (("block", o.block), ("halo", o.halo), ("batch_size", o.batch_size),
                                       ("plan", plan), ("client", client), ("memory_limit", o.memory_limit),
                                       ("intensity_range", o.intensity_range)) if value is not None]
@@ -354,19 +354,17 @@ def _run_sam_auto(model, image, root: Path, o: _Options, *, plan, client) -> Pre
               if value]
     if given or not o.labels:
         what = ", ".join(given) or "labels=False"
-        raise ValueError(f"sam-auto segments whole sections into objects (labels only); {what} does not apply to "
-                         "it: leave it out (the automatic SAM is set with sam_auto={...})")
-    kw = dict(o.sam_auto or {})
-    extra = {k: kw.pop(k) for k in ("link_iou", "segmenter", "manifest_path") if k in kw}
-    return run_sam_auto(model, image, root, settings=kw, device=o.device, resume=o.resume, overwrite=o.overwrite,
-                        pyramid=o.pyramid, version=o.version, progress=o.progress, **extra)
+        raise ValueError(f"{model.split(':')[0]} segments whole sections into objects (labels only); {what} does not "
+                         "apply to it: leave it out (set the model with model_options={...})")
+    return run_section_model(model, image, root, o.model_options, device=o.device, resume=o.resume,
+                             overwrite=o.overwrite, pyramid=o.pyramid, version=o.version, progress=o.progress)
 
 
 def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionResult:
     """:func:`predict_volume`'s work: prepare and check, open (or resume) the output, run the blocks
     still to do, finish the output."""
-    if is_sam_auto(model):
-        return _run_sam_auto(model, image, root, o, plan=plan, client=client)
+    if is_section_model(model):
+        return _run_section_model(model, image, root, o, plan=plan, client=client)
     t_start = time.perf_counter()
     _check_output_options(o)
     o.batch_size = _check_numbers(batch_size=o.batch_size, tta=o.tta, memory_limit=o.memory_limit,
@@ -440,14 +438,14 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                    amp="auto", intensity_range=None, client=None, resume: bool = True, overwrite: bool = False,
                    pyramid: bool = True, version: str = "0.4", memory_limit=None, compile: bool = False,
                    prefetch: int = 2, progress: bool = True, ndim: int | None = None, n_classes: int | None = None,
-                   plan: InferencePlan | None = None, sam_auto: dict | None = None) -> PredictionResult:
+                   plan: InferencePlan | None = None, model_options: dict | None = None) -> PredictionResult:
     """Predict a whole volume with a network, block by block, into OME-Zarr.
 
     Parameters
     ----------
     model : str, Path, SegmentationModel or torch.nn.Module
         A model directory (:func:`vemkit.models.load_model`), a generalist model (``"mitonet"``,
-        ``"bioimageio:<id>"``, ``"sam-auto[:<SAM model>]"``: instance labels, :mod:`._samauto`), a
+        ``"bioimageio:<id>"``, ``"sam-auto[:<SAM>]"``, ``"cellpose[:<model>]"``: instances, :mod:`._samauto`), a
         loaded model, or any module mapping
         (N, 1, [Z,] Y, X) float input to (N, classes, ...) logits (then pass ``halo`` and, if it has
         no ``out_channels`` attribute, ``n_classes`` is taken from the module's first output).
@@ -499,9 +497,9 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
     plan : InferencePlan, optional
         From :func:`estimate` for this image: its device, block, halo and batch size are used (a
         keyword that says otherwise, or an image of another shape, is refused).
-    sam_auto : dict, optional
-        For ``sam-auto``: :class:`vemkit.generalist.AutoMaskSettings` fields, ``link_iou``,
-        ``segmenter`` (a loaded PromptSegmenter) and ``manifest_path`` (:func:`._samauto.run_sam_auto`).
+    model_options : dict, optional
+        For ``sam-auto`` / ``cellpose``: AutoMaskSettings fields / ``diameter``, ``link_iou``,
+        ``segmenter`` (loaded) and ``manifest_path`` (:func:`._samauto.run_section_model`).
 
     Returns
     -------
@@ -531,7 +529,7 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                        probabilities=probabilities, prob_dtype=prob_dtype, amp=amp, intensity_range=intensity_range,
                        resume=resume, overwrite=overwrite, pyramid=pyramid, version=version, compile=compile,
                        memory_limit=memory_limit, prefetch=prefetch, progress=progress, ndim=ndim, n_classes=n_classes,
-                       sam_auto=sam_auto)
+                       model_options=model_options)
     if str(output).lower().endswith(_TIFF_SUFFIXES):
         return _run_tiff(model, image, Path(output), options, plan=plan, client=client)
     return _run(model, image, Path(output), options, plan=plan, client=client)

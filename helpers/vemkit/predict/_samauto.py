@@ -36,10 +36,13 @@ from .._outputs import check_output
 from .._progress import progress_bar
 from ._store import RunLog, finish_run, open_run
 
-__all__ = ["SAM_AUTO", "DEFAULT_SAM_AUTO_MODEL", "ID_STRIDE", "LINKS_FILE", "is_sam_auto", "sam_auto_model",
-           "link_sections", "run_sections"]
+__all__ = ["SAM_AUTO", "CELLPOSE", "DEFAULT_SAM_AUTO_MODEL", "ID_STRIDE", "LINKS_FILE", "is_sam_auto", "is_cellpose",
+           "is_section_model", "sam_auto_model", "link_sections", "run_sections", "run_section_model"]
 
 SAM_AUTO = "sam-auto"
+#: Cellpose-SAM through the optional ``cellpose`` package (:mod:`vemkit.generalist._cellpose`).
+CELLPOSE = "cellpose"
+DEFAULT_CELLPOSE_MODEL = "cellpose_sam"
 #: The SAM model ``sam-auto`` uses unless one is named: micro-sam's EM organelle model on TinyViT
 #: (fast enough for a CPU; name a vit_b model, e.g. ``sam-auto:microsam_vit_b_em_organelles``, on a GPU).
 DEFAULT_SAM_AUTO_MODEL = "microsam_vit_t_em_organelles"
@@ -60,6 +63,27 @@ def is_sam_auto(model) -> bool:
     return isinstance(model, str) and (model == SAM_AUTO or model.startswith(SAM_AUTO + ":"))
 
 
+def is_cellpose(model) -> bool:
+    """Whether ``model`` asks for Cellpose (``"cellpose"`` or ``"cellpose:<model>"``)."""
+    return isinstance(model, str) and (model == CELLPOSE or model.startswith(CELLPOSE + ":"))
+
+
+def is_section_model(model) -> bool:
+    """Whether ``model`` is run section by section into linked instances (``sam-auto``, ``cellpose``).
+
+    Examples
+    --------
+    >>> is_section_model("cellpose:cellpose_sam"), is_section_model("sam-auto"), is_section_model("model_dir")
+    (True, True, False)
+    """
+    return is_sam_auto(model) or is_cellpose(model)
+
+
+def _named(model: str, prefix: str, default: str) -> str:
+    name = model[len(prefix) + 1:] if model.startswith(prefix + ":") else ""
+    return name or default
+
+
 def sam_auto_model(model: str) -> str:
     """The SAM model of a ``sam-auto`` name: what follows ``sam-auto:``, else :data:`DEFAULT_SAM_AUTO_MODEL`.
 
@@ -68,8 +92,7 @@ def sam_auto_model(model: str) -> str:
     >>> sam_auto_model("sam-auto"), sam_auto_model("sam-auto:sam_vit_b")
     ('microsam_vit_t_em_organelles', 'sam_vit_b')
     """
-    name = model[len(SAM_AUTO) + 1:] if model.startswith(SAM_AUTO + ":") else ""
-    return name or DEFAULT_SAM_AUTO_MODEL
+    return _named(model, SAM_AUTO, DEFAULT_SAM_AUTO_MODEL)
 
 
 def link_sections(a: np.ndarray, b: np.ndarray, min_iou: float) -> list:
@@ -289,3 +312,42 @@ def run_sam_auto(model: str, image, output, *, settings=None, link_iou: float = 
     return run_sections(generator.segment, image, output, params, link_iou=link_iou, resume=resume,
                         overwrite=overwrite, pyramid=pyramid, version=version, progress=progress,
                         inputs=[name] if is_file else [], device=str(segmenter.device))
+
+
+def run_cellpose(model: str, image, output, *, diameter=None, link_iou: float = 0.3, device="auto",
+                 resume: bool = True, overwrite: bool = False, pyramid: bool = True, version: str = "0.4",
+                 progress: bool = True, manifest_path=None, segmenter=None):
+    """Cellpose over a volume, section by section, instances linked across sections; ``model`` is
+    ``"cellpose[:<manifest name or weights file>]"`` (default ``cellpose_sam``). Needs the optional
+    ``cellpose`` package; ``segmenter``: a :class:`~vemkit.generalist.CellposeSegmenter` already loaded."""
+    from ..generalist import file_sha256, load_cellpose, pinned_sha256
+
+    name = _named(model, CELLPOSE, DEFAULT_CELLPOSE_MODEL) if segmenter is None or model != CELLPOSE \
+        else segmenter.name
+    if diameter is not None and not float(diameter) > 0:
+        raise ValueError(f"diameter must be a number of pixels > 0, got {diameter}")
+    is_file = os.path.isfile(name)
+    check_output(output, [image, *([name] if is_file else [])], overwrite=overwrite, exists_ok=True)  # before loading
+    if segmenter is None:
+        segmenter = load_cellpose(name, device=device, diameter=diameter, manifest_path=manifest_path,
+                                  progress=progress)
+    sha = file_sha256(name) if is_file else (pinned_sha256(name, manifest_path) or name)
+    params = {"model": os.path.basename(name) if is_file else name, "model_sha256": sha, "family": CELLPOSE,
+              "diameter": None if diameter is None else float(diameter)}
+    return run_sections(segmenter.segment, image, output, params, link_iou=link_iou, resume=resume,
+                        overwrite=overwrite, pyramid=pyramid, version=version, progress=progress,
+                        inputs=[name] if is_file else [], device=str(device))
+
+
+def run_section_model(model: str, image, output, options: dict | None = None, **kw):
+    """``sam-auto`` or ``cellpose`` with ``options`` (the model's settings, ``link_iou``, ``segmenter``,
+    ``manifest_path``) and the run's keywords ``kw`` (device, resume, overwrite, pyramid, version, progress)."""
+    opts = dict(options or {})
+    extra = {k: opts.pop(k) for k in ("link_iou", "segmenter", "manifest_path") if k in opts}
+    if is_cellpose(model):
+        unknown = sorted(set(opts) - {"diameter"})
+        if unknown:
+            raise ValueError(f"unknown cellpose setting(s) {unknown}; choose from diameter, link_iou, segmenter, "
+                             "manifest_path")
+        return run_cellpose(model, image, output, **opts, **extra, **kw)
+    return run_sam_auto(model, image, output, settings=opts, **extra, **kw)
