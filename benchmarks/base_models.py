@@ -215,8 +215,8 @@ def write_scores(path, results, command, device, seconds):
     where = f"{device} ({platform.processor() or platform.machine()})"
     rows = ["", "## Validation", "", "Zero-shot (no fine-tuning), measured by the benchmark, not by pretraining.",
             f"Measured with `VEMKIT_DATA_DIR=../shared/data {command}` on {where}, {when}, in "
-            f"{seconds / 60:.1f} min. Test split: CDeep3M's 'validation' volume, VNC sections 16-19, ISBI all "
-            "(never seen by the recipe mito2d).", "",
+            f"{seconds / 60:.1f} min. Test split: CDeep3M's 'validation' volume and VNC sections 16-19 (never seen "
+            "by the recipe mito2d); ISBI has no held-out split (the recipe trains on all its sections).", "",
             "| dataset | class | IoU test split | IoU all sections | note |", "|---|---|---|---|---|"]
     for key, r in results.items():
         name, cls = key.split(" ")

@@ -28,6 +28,18 @@ def test_unknown_dataset_is_refused_with_the_choices(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
+def test_the_sbf_sem_mitochondria_dataset_is_a_tour_and_notebook_choice(tmp_path, capsys):
+    """Issue 20: the tour and notebooks 01-05 and 07 run on cdeep3m_mito (SBF-SEM); the whole quick tour
+    on it (7 min under load) is run by hand: `vemkit tour --quick --dataset cdeep3m_mito`."""
+    assert main(["tour", "--dataset", "no_such_data", "--out", str(tmp_path / "t")]) == 2
+    assert "cdeep3m_mito" in capsys.readouterr().err  # among the tour's datasets
+    for name in ("01_load_and_explore", "02_annotate", "03_transfer_learning", "04_gpu_inference", "05_quantify",
+                 "07_generalist_models"):
+        cell = next(c for c in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+                    if "DATASET = " in c.source)
+        assert '"cdeep3m_mito"' in cell.source.split("DATASET = ")[1].splitlines()[0], name
+
+
 def test_dataset_without_mitochondria_is_refused(tmp_path, capsys):
     assert main(["tour", "--dataset", "isbi2012", "--out", str(tmp_path / "t")]) == 2
     assert "no mitochondria labels" in capsys.readouterr().err
