@@ -35,9 +35,10 @@ def test_the_sbf_sem_mitochondria_dataset_is_a_tour_and_notebook_choice(tmp_path
     assert "cdeep3m_mito" in capsys.readouterr().err  # among the tour's datasets
     for name in ("01_load_and_explore", "02_annotate", "03_transfer_learning", "04_gpu_inference", "05_quantify",
                  "07_generalist_models"):
-        cell = next(c for c in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
-                    if "DATASET = " in c.source)
-        assert '"cdeep3m_mito"' in cell.source.split("DATASET = ")[1].splitlines()[0], name
+        cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+        line = next(ln for c in cells if c.cell_type == "code" for ln in c.source.splitlines()
+                    if ln.startswith("DATASET = "))
+        assert '"cdeep3m_mito"' in line.split("@param")[1], name
 
 
 def test_dataset_without_mitochondria_is_refused(tmp_path, capsys):
