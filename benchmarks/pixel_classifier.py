@@ -13,9 +13,9 @@ same sigmas as vemkit's default scales) + ``RandomForestClassifier(100 trees, n_
 every labelled pixel, predicting the whole image too; both in this process. Printed: time (train +
 predict, wall and CPU, median over ``--repeats``), IoU of each, and the ratios baseline / vemkit.
 
-Measured (2 shared CPU cores under a load average of ~25, ``--cases one-section,dense --repeats 1``):
-one section: vemkit 229 s wall / 18.5 s CPU, IoU 0.117; baseline 972 s / 186.6 s, IoU 0.118 (4.2x wall,
-10.1x CPU). Dense: vemkit 32 s / 31.8 s, IoU 0.247; baseline 292 s / 228 s, IoU 0.248 (9.1x wall, 7.2x CPU).
+Measured on the idle 2-core machine (``--cases one-section,dense --datasets drosophila_vnc_sstem,cdeep3m_mito
+--repeats 1``; docs/benchmarks.md): baseline / vemkit wall time 7.8x and 6.7x (VNC one section, dense),
+14.5x and 8.0x (CDeep3M); vemkit's IoU 0.166 / 0.279 / 0.421 / 0.628 against 0.118 / 0.247 / 0.381 / 0.614.
 
 Scribbles are made from the ground truth of two sections (as a user would paint them), the forest is
 trained on those voxels only, and the other 18 sections are predicted and scored (IoU of the
