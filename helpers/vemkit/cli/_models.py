@@ -92,7 +92,8 @@ def _predict_generalist(args):
                          device=args.device, tta=args.tta, amp=amp_value(args.amp), probabilities=args.probabilities,
                          resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
                          model_options=model_options(args.model_options) if is_section_model(args.model) else None)
-    print(f"predicted {res.blocks - res.blocks_skipped} of {res.blocks} blocks with {args.model} on {res.device} "
+    unit = "sections" if is_section_model(args.model) else "blocks"
+    print(f"predicted {res.blocks - res.blocks_skipped} of {res.blocks} {unit} with {args.model} on {res.device} "
           f"in {res.seconds:.1f} s")
     print_outputs(res)
     return 0

@@ -355,7 +355,7 @@ def _run_section_model(model, image, root: Path, o: _Options, *, plan, client) -
     if given or not o.labels:
         what = ", ".join(given) or "labels=False"
         raise ValueError(f"{model.split(':')[0]} segments whole sections into objects (labels only); {what} does not "
-                         "apply to it: leave it out (set the model with model_options={...})")
+                         "apply to it: leave it out (set the model with --model-options, model_options={...} in Python)")
     return run_section_model(model, image, root, o.model_options, device=o.device, resume=o.resume,
                              overwrite=o.overwrite, pyramid=o.pyramid, version=o.version, progress=o.progress)
 
