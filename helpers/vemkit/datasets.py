@@ -12,7 +12,6 @@ Not for: reading arbitrary files (:func:`vemkit.io.open_volume`) or synthetic da
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import numpy as np
 
 from ._errors import UnknownNameError
 from ._progress import progress_bar
+from ._provenance import sha256_file
 from ._readers import split_key
 from ._volume import Volume
 from .io import open_volume
@@ -169,20 +169,12 @@ def _fetch_one(store, path: str, processor) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _refuse_tampered(name: str, path: Path, expected: str, err: Exception) -> None:
     """When fetching a fresh copy failed because a cached file's checksum is wrong (pooch downloads
     again then, and keeps the old file if that fails), say so: the network is not the first problem."""
     if not path.is_file():
         return
-    found = _sha256(path)
+    found = sha256_file(path)
     if found != expected:
         raise ValueError(
             f"dataset {name!r}: checksum mismatch: the cached file {path} has SHA-256 {found}, but the manifest "

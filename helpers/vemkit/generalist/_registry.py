@@ -12,11 +12,11 @@ Not for: building or running the networks (:mod:`._sam`, :mod:`._mitonet`, :mod:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from .._errors import UnknownNameError
+from .._provenance import sha256_file
 from ..datasets import ENV_VAR, cache_dir, manifest
 
 __all__ = ["list_models", "model_entry", "model_file", "is_cached", "fetch_model", "pin_model",
@@ -67,13 +67,8 @@ def model_file(name: str, manifest_path=None) -> Path:
     return cache_dir("models") / name / filename
 
 
-def file_sha256(path) -> str:
-    """SHA-256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+#: SHA-256 of a file, read in 1 MiB pieces (the one helper datasets and provenance use too).
+file_sha256 = sha256_file
 
 
 def _pins() -> dict:
