@@ -310,6 +310,50 @@ def test_defects_are_skipped_for_2d():
     assert torch.equal(out[0], image) and torch.equal(out[1], labels) and torch.equal(out[2], extras)
 
 
+def test_shading_and_stripes_are_smooth_fields_on_the_image_only():
+    image, labels, extras = batch(4, (32, 48))
+    for name in ("shading", "stripes"):
+        img, lab, ext = Augmenter(only(name), ndim=2)(image, labels, extras, generator=1)
+        assert torch.equal(lab, labels) and torch.equal(ext, extras)
+        delta = img - image
+        for i in range(4):
+            d = delta[i, 0]
+            assert d.abs().max() > 0.5, f"{name} left sample {i} unchanged"
+            if name == "stripes":  # one shift per row or per column: constant along the other axis
+                assert torch.allclose(d, d[:, :1].expand_as(d), atol=1e-3) or torch.allclose(d, d[:1].expand_as(d), atol=1e-3)
+            else:  # amplitude within the range of standard deviations, and smooth (no pixel jumps)
+                sd = image[i, 0].std(correction=0)
+                assert d.abs().max() <= 1.0 * sd + 1e-3
+                assert (d[1:] - d[:-1]).abs().max() < 0.2 * d.abs().max()
+
+
+def test_fold_darkens_a_band_and_ignores_its_labels():
+    image, labels, _ = batch(3, (40, 40))
+    img, lab, _ = Augmenter(only("fold", fold_width=(4.0, 4.0)), ndim=2)(image, labels, generator=0)
+    for i in range(3):
+        band = lab[i] == 0
+        assert 40 <= band.sum() <= 4 * 40 * 1.5 + 10, "a 4-pixel band across a 40 x 40 section"
+        assert (img[i, 0][band] < image[i, 0].min()).all(), "the fold is darker than anything in the section"
+        assert torch.equal(img[i, 0][~band], image[i, 0][~band]) and torch.equal(lab[i][~band], labels[i][~band])
+
+
+def test_section_defects_of_a_3d_patch_fire_per_section():
+    image, labels, _ = batch(4, (8, 24, 24))
+    for name in ("shading", "stripes", "fold"):
+        img, _, _ = Augmenter(only(name, **{name: 0.4}), ndim=3)(image, labels, generator=3)
+        changed = ~(img == image).flatten(3).all(-1)[:, 0]  # (N, Z)
+        assert 0 < changed.sum() < changed.numel(), name
+
+
+def test_new_defects_leave_other_augmentations_draws_alone():
+    image, labels, _ = batch(2, (32, 32))
+    base = {**AugmentConfig.none().to_dict(), "noise": 1.0, "brightness": 1.0}
+    a = Augmenter(AugmentConfig(**base), ndim=2)(image, labels, generator=5)[0]
+    b = Augmenter(AugmentConfig(**{**base, "fold": 1.0}), ndim=2)(image, labels, generator=5)[0]
+    lab_b = Augmenter(AugmentConfig(**{**base, "fold": 1.0}), ndim=2)(image, labels, generator=5)[1]
+    assert torch.equal(a[lab_b[:, None] != 0], b[lab_b[:, None] != 0])  # same noise off the fold
+
+
 # --------------------------------------------------------------------------------- determinism, dtypes
 
 

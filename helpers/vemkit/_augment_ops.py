@@ -276,6 +276,9 @@ def intensity(st):
         if fire.any():
             _blur(st, fire, sigma)
 
+    if cfg.shading > 0 or cfg.stripes > 0 or cfg.fold > 0:
+        _plane_defects(st)
+
     if st.nd == 3:
         _section_defects(st)
 
@@ -322,6 +325,76 @@ def _blur(st, fire, sigma):
         flat = F.conv3d(F.pad(flat, (radius, radius, 0, 0, 0, 0), mode="replicate"), k[:, None, None, None, :],
                         groups=m * c)
     st.img[idx] = flat.reshape(x.shape)
+
+
+def _planes(st):
+    """Image and labels as stacks of sections ``(M, C, Y, X)`` / ``(M, Y, X)`` and the draw shape."""
+    if st.nd == 2:
+        return st.img, st.lab, (st.n,)
+    n, c, z, y, x = st.img.shape
+    return st.img.permute(0, 2, 1, 3, 4).reshape(n * z, c, y, x), st.lab.reshape(n * z, y, x), (n, z)
+
+
+def _plane_defects(st):
+    """Shading, stripes and folds, each with its probability per 2D patch or per z-section.
+
+    Every parameter is drawn for every section whether it fires or not, so one augmentation's
+    probability never changes another's draws.
+    """
+    torch = st.torch
+    cfg = st.cfg
+    img, lab, shape = _planes(st)
+    m, _, h, w = img.shape
+    f64 = torch.float64
+
+    def per_plane(values):
+        return values.to(img.dtype).to(st.device).view(-1, 1, 1, 1)
+
+    def std(idx):
+        return img[idx].std(dim=(2, 3), keepdim=True, correction=0)
+
+    if cfg.shading > 0:
+        fire = st.fire("shading", shape).flatten()
+        amp = st.uniform("shading", *cfg.shading_strength, (m,))
+        ctrl = torch.rand((m, 1, 3, 3), generator=st.gens["shading"], dtype=f64) * 2 - 1
+        if fire.any():
+            idx = st.index(fire)
+            field = torch.nn.functional.interpolate(ctrl[fire], size=(h, w), mode="bicubic", align_corners=True)
+            field = field / field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+            img[idx] = img[idx] + field.to(img.dtype).to(st.device) * per_plane(amp[fire]) * std(idx)
+
+    if cfg.stripes > 0:
+        fire = st.fire("stripes", shape).flatten()
+        amp = st.uniform("stripes", *cfg.stripes_strength, (m,))
+        rows = torch.rand((m,), generator=st.gens["stripes"]) < 0.5
+        along_y = torch.randn((m, h), generator=st.gens["stripes"], dtype=f64)
+        along_x = torch.randn((m, w), generator=st.gens["stripes"], dtype=f64)
+        if fire.any():
+            idx = st.index(fire)
+            field = torch.where(rows[:, None, None], along_y[:, :, None].expand(m, h, w),
+                                along_x[:, None, :].expand(m, h, w))[fire][:, None]
+            img[idx] = img[idx] + field.to(img.dtype).to(st.device) * per_plane(amp[fire]) * std(idx)
+
+    if cfg.fold > 0:
+        fire = st.fire("fold", shape).flatten()
+        width = st.uniform("fold", *cfg.fold_width, (m,))
+        angle = st.uniform("fold", 0.0, math.pi, (m,))
+        cy, cx = st.uniform("fold", 0.0, h, (m,)), st.uniform("fold", 0.0, w, (m,))
+        if fire.any():
+            idx = st.index(fire)
+            yy = torch.arange(h, dtype=f64).view(1, h, 1)
+            xx = torch.arange(w, dtype=f64).view(1, 1, w)
+            a = angle[fire].view(-1, 1, 1)
+            dist = ((yy - cy[fire].view(-1, 1, 1)) * torch.cos(a) - (xx - cx[fire].view(-1, 1, 1)) * torch.sin(a)).abs()
+            band = (dist <= width[fire].view(-1, 1, 1) / 2).to(st.device)
+            dark = img[idx].amin(dim=(2, 3), keepdim=True) - 0.5 * std(idx)
+            img[idx] = torch.where(band[:, None], dark, img[idx])
+            lab[idx] = torch.where(band, torch.zeros_like(lab[idx]), lab[idx])
+
+    if st.nd == 3:
+        n, z = shape
+        st.img = img.reshape(n, z, *img.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+        st.lab = lab.reshape(st.lab.shape)
 
 
 def _section_defects(st):

@@ -17,6 +17,10 @@ for 3D patches. What each augmentation does, in the order they run:
 - intensity (image only): brightness, contrast, gamma (on the image rescaled to its own min/max, then
   back), in-plane Gaussian blur (separable convolution), per-section EM defects, additive Gaussian noise,
   contrast inversion (off unless asked for);
+- EM defects of a section (2D patches, and each z-section of a 3D patch): uneven illumination or
+  charging (a smooth additive field), curtaining or knife-chatter stripes (every row or column shifted
+  by its own amount) and folds (a dark band along a random line, its labels set to 0); all off by
+  default, on in :meth:`AugmentConfig.pretraining`;
 - EM defects (3D patches only, each with a probability *per z-section*): a missing section (its image
   replaced by the patch mean, labels untouched), a low-contrast section (contrast strongly reduced), and a
   misaligned section: either every section from k onward ("step") or section k alone ("slip") shifted in
@@ -53,8 +57,8 @@ _PADDINGS = ("reflection", "border")
 # Each augmentation draws from its own generator, seeded from the caller's generator in this order.
 _STREAMS = (
     "flip", "rot90", "rotate", "scale", "elastic", "misalign", "brightness", "contrast", "gamma",
-    "blur", "low_contrast", "missing_section", "noise", "invert",
-)  # fmt: skip
+    "blur", "low_contrast", "missing_section", "noise", "invert", "shading", "stripes", "fold",
+)  # fmt: skip  (new streams go last: the others keep their draws for a given seed)
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -65,8 +69,9 @@ class AugmentConfig:
     """Which augmentations fire, how often and how strongly.
 
     Every ``float`` without a suffix is a probability in [0, 1]: per sample, except ``flip`` (per axis)
-    and the EM defects ``missing_section``, ``misalign`` and ``low_contrast`` (per z-section of a 3D
-    patch; skipped for 2D patches).
+    and the EM defects: ``missing_section``, ``misalign`` and ``low_contrast`` per z-section of a 3D
+    patch (skipped for 2D patches); ``shading``, ``stripes`` and ``fold`` per 2D patch, or per
+    z-section of a 3D patch.
 
     Parameters
     ----------
@@ -108,6 +113,16 @@ class AugmentConfig:
     low_contrast, low_contrast_range : float, (float, float)
         Per z-section: scale the section's contrast about its mean by a factor uniform in
         ``low_contrast_range``.
+    shading, shading_strength : float, (float, float)
+        Uneven illumination or charging: add a smooth field (bicubic from 3 x 3 random control values,
+        peak amplitude uniform in ``shading_strength`` image standard deviations) to a section.
+    stripes, stripes_strength : float, (float, float)
+        Curtaining (FIB-SEM) or knife chatter: every row, or every column, of a section shifted by
+        its own random amount (standard deviation uniform in ``stripes_strength`` image standard
+        deviations).
+    fold, fold_width : float, (float, float)
+        A section fold or crack: a dark band of width uniform in ``fold_width`` pixels along a random
+        line; the content under it is lost, so its labels become 0 (ignored by every loss).
     invert : float
         Contrast inversion (``min + max - image`` per sample), last: for microscopes whose detector
         shows membranes bright (off by default; pretraining for many microscopes turns it on).
@@ -154,6 +169,12 @@ class AugmentConfig:
     misalign_slip: float = 0.5
     low_contrast: float = 0.02
     low_contrast_range: tuple[float, float] = (0.1, 0.3)
+    shading: float = 0.0
+    shading_strength: tuple[float, float] = (0.2, 1.0)
+    stripes: float = 0.0
+    stripes_strength: tuple[float, float] = (0.05, 0.3)
+    fold: float = 0.0
+    fold_width: tuple[float, float] = (2.0, 8.0)
     invert: float = 0.0
 
     @staticmethod
@@ -161,7 +182,8 @@ class AugmentConfig:
         """Names of the probability fields, one per augmentation, in the order they run."""
         return (
             "flip", "rot90", "rotate", "scale", "elastic", "misalign", "brightness", "contrast",
-            "gamma", "blur", "low_contrast", "missing_section", "noise", "invert",
+            "gamma", "blur", "shading", "stripes", "fold", "low_contrast", "missing_section", "noise",
+            "invert",
         )  # fmt: skip
 
     def __post_init__(self):
@@ -188,6 +210,7 @@ class AugmentConfig:
         for name, lo, positive in (
             ("scale_range", 0.0, True), ("contrast_range", 0.0, True), ("gamma_range", 0.0, True),
             ("blur_range", 0.0, True), ("noise_range", 0.0, False), ("low_contrast_range", 0.0, False),
+            ("shading_strength", 0.0, False), ("stripes_strength", 0.0, False), ("fold_width", 0.0, True),
         ):  # fmt: skip
             value = getattr(self, name)
             try:
@@ -220,7 +243,8 @@ class AugmentConfig:
     @classmethod
     def pretraining(cls, invert: float = 0.0) -> "AugmentConfig":
         """Strong augmentation for base models meant for microscopes they never saw: pixel size
-        0.6-1.6x, wide contrast and gamma, blur, noise, optional contrast inversion.
+        0.6-1.6x, wide contrast and gamma, blur, noise, section defects (uneven illumination,
+        curtaining / knife-chatter stripes, folds), optional contrast inversion.
 
         Examples
         --------
@@ -230,7 +254,7 @@ class AugmentConfig:
         return cls(scale=0.6, scale_range=(0.6, 1.6), rotate=0.3, elastic=0.25, brightness=0.5,
                    brightness_range=0.3, contrast=0.6, contrast_range=(0.5, 2.0), gamma=0.5,
                    gamma_range=(0.5, 2.0), blur=0.3, blur_range=(0.5, 2.0), noise=0.4,
-                   noise_range=(0.02, 0.3), invert=invert)
+                   noise_range=(0.02, 0.3), shading=0.3, stripes=0.15, fold=0.05, invert=invert)
 
     @classmethod
     def default(cls) -> "AugmentConfig":
