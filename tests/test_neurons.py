@@ -83,6 +83,28 @@ def test_mean_agglomeration_uses_merged_means():
     assert len(set(roots.tolist())) == 1
 
 
+def test_balanced_affinity_loss_counts_both_classes_equally():
+    import torch
+
+    from vemkit._losses import balanced_affinity_loss
+
+    # 19 "connected" edges and 1 boundary edge, all predicted at logit 2: the two classes weigh the same
+    target = torch.ones(1, 1, 20)
+    target[0, 0, 7] = 0
+    logits = torch.full_like(target, 2.0)
+    l_pos = float(torch.nn.functional.softplus(torch.tensor(-2.0)))  # -log sigmoid(2)
+    l_neg = float(torch.nn.functional.softplus(torch.tensor(2.0)))  # -log (1 - sigmoid(2))
+    mask = torch.ones_like(target)
+    assert float(balanced_affinity_loss(logits, target, mask)) == pytest.approx((l_pos + l_neg) / 2, rel=1e-5)
+    # masked elements count for nothing: hide the boundary edge and only positives remain
+    mask[0, 0, 7] = 0
+    assert float(balanced_affinity_loss(logits, target, mask)) == pytest.approx(l_pos, rel=1e-5)
+    # channels are balanced separately: a channel of positives only is an ordinary mean
+    two = torch.cat([target, torch.ones_like(target)], 1)
+    per = balanced_affinity_loss(logits.expand(1, 2, 20), two, torch.ones_like(two))
+    assert float(per) == pytest.approx(((l_pos + l_neg) / 2 * 20 + l_pos * 20) / 40, rel=1e-4)
+
+
 def _noisy_affinities(lab, offsets, seed=0):
     from scipy import ndimage
 

@@ -7,7 +7,8 @@ labels; :class:`AffinityLoop` is the shared :class:`vemkit._trainloop.TrainLoop`
 deformation, section misalignment and missing / low-contrast sections, the default
 :class:`vemkit.augment.AugmentConfig`), then the targets made *after* augmentation (so a misaligned
 section has the affinities of its shifted labels), and a masked binary cross-entropy on the affinities
-plus cross-entropy + Dice on the boundary map.
+(each channel's two classes rebalanced: :func:`vemkit._losses.balanced_affinity_loss`) plus
+cross-entropy + Dice on the boundary map.
 
 Not for: the agglomeration (:mod:`vemkit._agglomeration`), classes of organelles (:mod:`vemkit.train`).
 """
@@ -21,7 +22,7 @@ from ._basemodels import holds_model, output_directory
 from ._device import resolve_device
 from ._inputs import as_volume_array, paired_voxel_size
 from ._intensity import input_mapping
-from ._losses import masked_losses
+from ._losses import balanced_affinity_loss, masked_losses
 from ._trainloop import TrainLoop, run_environment
 from ._trainplan import plan_training
 
@@ -87,8 +88,7 @@ class AffinityLoop(TrainLoop):
             logits = self.net(self.to_device(x))
         n_cls = len(AFFINITY_CLASSES)
         b_loss, _, _ = masked_losses(logits[:, :n_cls], bnd, None, self.plan.dice_weight)
-        a_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, n_cls:].float(), aff, reduction="none")
-        a_loss = (a_loss * mask).sum() / mask.sum().clamp_min(1.0)
+        a_loss = balanced_affinity_loss(logits[:, n_cls:], aff, mask)
         loss = a_loss + 0.5 * b_loss
         return loss, {"loss": loss, "affinity_loss": a_loss, "boundary_loss": b_loss}
 

@@ -7,10 +7,14 @@ again, like :mod:`vemkit.predict`):
    neurite), connected components per block, stitched across block faces (a union-find over the
    face pairs: the same components as a whole-volume labelling).
 2. **fragments** (watershed supervoxels): the seeds grow ``grow_steps`` times into unlabelled voxels,
-   each step every unlabelled voxel taking the neighbour label across its highest-affinity edge (a
-   synchronous, bounded watershed: each step looks one voxel further, so a halo of ``grow_steps``
-   makes every block exact); voxels no seed reaches become connected components of their own,
-   stitched the same way.
+   each step every unlabelled voxel taking the neighbour label across its highest-affinity edge of at
+   least ``link_threshold``, then ``grow_steps`` times more across any edge, however low (a
+   synchronous, bounded watershed: each step looks one voxel further, so a halo of
+   ``2 * grow_steps`` makes every block exact); voxels no seed reaches become connected components
+   of their own (joined where the affinity is at least ``link_threshold``), stitched the same way.
+   Without the second stage, on a real network's output (FlyEM, 3,000 steps) 7-14 % of the voxels
+   stayed unreached, as ~250,000 single-voxel fragments; without the first, sparse seeds grew across
+   membranes before the seed on the other side arrived.
 3. **graph**: for every offset, the affinities between two different fragments are summed (exact
    integer sums of 8-bit affinities, so the order blocks are added in never matters).
 4. **solve** on the fragment graph, once for the whole volume (it is small: fragments, not voxels):
@@ -234,12 +238,12 @@ class Agglomerator:
         self.seed_t = int(round(float(seed_threshold) * 255))
         self.grow = int(grow_steps)
         self.link_t = int(round(float(link_threshold) * 255))
-        need = tuple(max(a, self.grow) for a in offsets_halo(self.offsets))
+        need = tuple(max(a, 2 * self.grow) for a in offsets_halo(self.offsets))
         self.halo = need if halo is None else tuple(int(h) for h in halo)
         check_offsets_within_halo(self.offsets, self.halo)
-        if any(h < self.grow for h in self.halo):
-            raise ValueError(f"the block halo {self.halo} is smaller than grow_steps={self.grow}: fragments would "
-                             "depend on the block grid; give a halo of at least grow_steps")
+        if any(h < 2 * self.grow for h in self.halo):
+            raise ValueError(f"the block halo {self.halo} is smaller than 2 x grow_steps={self.grow}: fragments "
+                             "would depend on the block grid; give a halo of at least twice grow_steps")
         self.nn = [self.offsets.index(o) for o in _NN]
         self.regions, self.counts = block_grid(self.shape, self.block)
         self.keys = list(self.regions)
@@ -385,24 +389,25 @@ class Agglomerator:
 
     def _grow_block(self, key, region):
         seed_keys, seed_roots = self.lut("seeds_lut", lambda: self._stitch("seeds", lambda x: x > 0))
-        h = (self.grow,) * 3
+        h = (2 * self.grow,) * 3
         outer, inner = _outer(region, h, self.shape)
         lab = _apply_lut(np.asarray(self.array("seeds")[outer]), seed_keys, seed_roots)
         a = np.stack([_to_u8(self.affs[(c,) + outer]) for c in self.nn]).astype(np.int16)
-        for _ in range(self.grow):
-            best = np.full(lab.shape, -1, np.int16)
-            new = np.zeros_like(lab)
-            free = lab == 0
-            for axis in range(3):
-                s, d = _shift_pairs(lab.shape, axis, -1)  # s: a voxel, d: its previous neighbour
-                for me, other in ((s, d), (d, s)):  # take from the previous, then from the next voxel
-                    edge = a[axis][s]
-                    take = free[me] & (lab[other] > 0) & (edge > best[me]) & (edge >= self.link_t)
-                    best[me] = np.where(take, edge, best[me])
-                    new[me] = np.where(take, lab[other], new[me])
-            if not (new > 0).any():
-                break
-            lab = np.where(free & (new > 0), new, lab)
+        for floor in (self.link_t, 0):  # first across edges >= link_t only, then across any edge
+            for _ in range(self.grow):
+                best = np.full(lab.shape, -1, np.int16)
+                new = np.zeros_like(lab)
+                free = lab == 0
+                for axis in range(3):
+                    s, d = _shift_pairs(lab.shape, axis, -1)  # s: a voxel, d: its previous neighbour
+                    for me, other in ((s, d), (d, s)):  # take from the previous, then from the next voxel
+                        edge = a[axis][s]
+                        take = free[me] & (lab[other] > 0) & (edge > best[me]) & (edge >= floor)
+                        best[me] = np.where(take, edge, best[me])
+                        new[me] = np.where(take, lab[other], new[me])
+                if not (new > 0).any():
+                    break
+                lab = np.where(free & (new > 0), new, lab)
         lab = lab[inner]
         rest = self._linked(lab == 0, a[(slice(None),) + inner], int(_REM) + self._base(key))
         self.array("fragments")[region] = np.where(lab > 0, lab, rest)

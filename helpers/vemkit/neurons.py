@@ -111,11 +111,12 @@ def agglomerate(affs, offsets, *, method: str = "mws", threshold: float = DEFAUL
     bias : float
         ``"mws"``: added to every repulsive weight (1 - long-range affinity); > 0 splits more.
     block, halo : (z, y, x)
-        Block per step; context (default: the longest offset, at least ``grow_steps``; smaller than
+        Block per step; context (default: the longest offset, at least ``2 * grow_steps``; smaller than
         an offset is an error).
     seed_threshold, grow_steps
-        Fragments: seeds where the mean incident affinity is at least ``seed_threshold``, grown
-        ``grow_steps`` voxels.
+        Fragments: seeds where the mean incident nearest-neighbour affinity is at least
+        ``seed_threshold``, grown ``grow_steps`` voxels across affinities >= 0.5, then ``grow_steps``
+        more across any (each step a free voxel joins its neighbour across the highest affinity).
     work : str or Path, optional
         Folder for the stages and their logs: a run killed half way resumes there. None: in memory.
 
