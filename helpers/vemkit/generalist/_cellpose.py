@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from .._device import resolve_device
-from ._registry import fetch_model, model_entry
+from ._registry import manifest_weights
 
 __all__ = ["CellposeSegmenter", "load_cellpose", "CELLPOSE_INSTALL", "OptionalDependencyError"]
 
@@ -86,10 +86,7 @@ def load_cellpose(model="cellpose_sam", *, device="auto", diameter=None, manifes
     if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
         path, name = str(model), os.path.basename(str(model))
     else:
-        entry = model_entry(model, manifest_path)
-        if entry.get("family") != "cellpose":
-            raise ValueError(f"model {model!r} is a {entry.get('family')} model, not Cellpose")
-        path, name = str(fetch_model(model, progress=progress, manifest_path=manifest_path)), model
+        path, name, entry = manifest_weights(model, "cellpose", "Cellpose", progress=progress, manifest_path=manifest_path)
     dev = resolve_device(device)
-    net = models.CellposeModel(gpu=dev.type == "cuda", pretrained_model=path, device=dev)
+    net = models.CellposeModel(gpu=dev.type == "cuda", pretrained_model=str(path), device=dev)
     return CellposeSegmenter(net, name=name, diameter=diameter)

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from .._device import resolve_device
-from ._registry import UnpinnedCodeError, fetch_model, file_sha256, model_entry
+from ._registry import UnpinnedCodeError, file_sha256, manifest_weights
 
 __all__ = ["MitoNet", "load_mitonet", "panoptic_instances", "segment_section", "orthoplane_consensus",
            "MITONET_OUTPUTS"]
@@ -89,10 +89,7 @@ def load_mitonet(model="mitonet_mini_v1", *, device="auto", manifest_path=None, 
             raise ValueError(f"{model}: SHA-256 mismatch (expected {sha256}, found {found})")
         path, name, entry = model, os.path.basename(str(model)), {"input": {}}
     else:
-        entry = model_entry(model, manifest_path)
-        if entry.get("family") != "mitonet":
-            raise ValueError(f"model {model!r} is a {entry.get('family')} model, not MitoNet")
-        path, name = fetch_model(model, progress=progress, manifest_path=manifest_path), model
+        path, name, entry = manifest_weights(model, "mitonet", "MitoNet", progress=progress, manifest_path=manifest_path)
     dev = resolve_device(device)
     with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; MitoNet is published as TorchScript
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=DeprecationWarning)

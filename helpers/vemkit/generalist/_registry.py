@@ -19,7 +19,7 @@ from .._errors import UnknownNameError
 from .._provenance import sha256_file
 from ..datasets import ENV_VAR, cache_dir, manifest
 
-__all__ = ["list_models", "model_entry", "model_file", "is_cached", "fetch_model", "pin_model",
+__all__ = ["list_models", "model_entry", "model_file", "is_cached", "fetch_model", "pin_model", "manifest_weights",
            "file_sha256", "pinned_sha256", "UnpinnedCodeError", "is_generalist", "GENERALIST_ALIASES"]
 
 #: Short names ``vemkit predict --model`` takes.
@@ -65,6 +65,18 @@ def model_file(name: str, manifest_path=None) -> Path:
     entry = model_entry(name, manifest_path)
     filename = entry.get("filename") or entry["url"].split("?")[0].rstrip("/").split("/")[-1]
     return cache_dir("models") / name / filename
+
+
+def manifest_weights(model, family: str, label: str, *, progress: bool = True, manifest_path=None):
+    """``(path, name, entry)`` of manifest model ``model`` of ``family``, fetched and verified.
+
+    ``label`` names the family in the error when ``model`` belongs to another one (``"SAM"``,
+    ``"MitoNet"``, ``"Cellpose"``); an unknown name lists the known ones.
+    """
+    entry = model_entry(model, manifest_path)
+    if entry.get("family") != family:
+        raise ValueError(f"model {model!r} is a {entry.get('family')} model, not {label}")
+    return fetch_model(model, progress=progress, manifest_path=manifest_path), model, entry
 
 
 #: SHA-256 of a file, read in 1 MiB pieces (the one helper datasets and provenance use too).

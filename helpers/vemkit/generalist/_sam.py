@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._device import resolve_device
-from ._registry import fetch_model, model_entry
+from ._registry import manifest_weights
 
 __all__ = ["load_sam", "sam_config", "PromptSegmenter", "Embedding", "to_rgb8"]
 
@@ -98,15 +98,10 @@ def load_sam(model="microsam_vit_b_em_organelles", *, device="auto", manifest_pa
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` ...
     """
-    import torch
-
     if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
         path, name = model, os.path.basename(str(model))
     else:
-        entry = model_entry(model, manifest_path)
-        if entry.get("family") != "sam":
-            raise ValueError(f"model {model!r} is a {entry.get('family')} model, not SAM")
-        path, name = fetch_model(model, progress=progress, manifest_path=manifest_path), model
+        path, name, entry = manifest_weights(model, "sam", "SAM", progress=progress, manifest_path=manifest_path)
     state = _state_dict(path)
     net = _build(sam_config(state))
     missing, unexpected = net.load_state_dict(state, strict=False)
