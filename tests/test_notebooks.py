@@ -211,6 +211,12 @@ def _check_04(m, out_dir, params, real):
     if params.get("USE_DASK"):
         assert m["dask_agreement"] > 0.999
     assert 0.0 <= m["iou"] <= 1.0
+    zs = m["zero_shot"]  # em2d-mito with no training, only on sections it never trained on
+    if params["DATASET"] == "synthetic":  # a fresh phantom: every section is unseen
+        assert zs["model"] == "em2d-mito" and zs["sections"] == list(range(m["crop_zyx"][0]))
+        assert 0.0 <= zs["iou_zero_shot"] <= 1.0 and 0.0 <= zs["iou_this_model"] <= 1.0
+    else:  # VNC sections 0-3 were in em2d-mito's pretraining: no figure rather than an inflated one
+        assert zs is None
 
 
 def _check_05(m, out_dir, params, real):

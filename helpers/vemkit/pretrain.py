@@ -34,7 +34,7 @@ from .augment import AugmentConfig, Augmenter
 from .instances import boundaries
 
 __all__ = ["CLASSES", "RECIPES", "SOURCES", "class_index", "grouped_logits", "marginal_cross_entropy", "pretrain",
-           "supervised_classes"]
+           "supervised_classes", "unseen_sections"]
 
 CLASSES = ["background", "membrane", "mitochondria"]
 TARGET_PIXEL_NM = 5.0
@@ -125,6 +125,41 @@ def supervised_classes(class_sets, labels=None) -> list[str]:
         if row.sum() == 1 and (labels is None or bool((np.asarray(labels) == v).any())):
             out.append(CLASSES[int(row.argmax())])
     return [c for c in CLASSES if c in out]
+
+
+def unseen_sections(training: dict, dataset: str, n_sections: int, volume: str | None = None) -> list[int]:
+    """Which of the first ``n_sections`` sections of ``dataset`` a pretrained model never trained on.
+
+    Read from the model's training record (``model.training``, or its ``training.json``) and that of
+    the base it started from: a dataset it used counts as seen whole, except the sections
+    ``drosophila_vnc_sstem`` was limited to (``vnc_sections``) and ``cdeep3m_mito``'s 'validation'
+    volume (pretraining reads its 'training' volume only). A fine-tuned model's record is read the
+    same way; the user's own image (``dataset=""``) and a freshly made phantom (``"synthetic"``) are
+    unseen.
+
+    Examples
+    --------
+    >>> rec = {"sources": {"drosophila_vnc_sstem": {}, "isbi2012": {}}, "vnc_sections": list(range(16))}
+    >>> unseen_sections(rec, "drosophila_vnc_sstem", 20), unseen_sections(rec, "isbi2012", 30)
+    ([16, 17, 18, 19], [])
+    >>> unseen_sections(rec, "cdeep3m_mito", 3, volume="validation"), unseen_sections(rec, "", 2)
+    ([0, 1, 2], [0, 1])
+    """
+    every = list(range(int(n_sections)))
+    if dataset in ("", "synthetic"):
+        return every
+    init = training.get("init") or {}
+    seen = set(training.get("sources") or {}) | set(init.get("seen") or [])
+    if dataset not in seen:
+        return every
+    if dataset == "cdeep3m_mito" and volume not in (None, "training"):
+        return every
+    if dataset == "drosophila_vnc_sstem" and volume not in (None, "stack1"):
+        return every
+    if dataset == "drosophila_vnc_sstem" and training.get("vnc_sections") is not None and \
+            dataset not in (init.get("seen") or []):
+        return [z for z in every if z not in set(training["vnc_sections"])]
+    return []
 
 
 def class_index(model, name: str) -> int:
