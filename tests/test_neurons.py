@@ -157,6 +157,18 @@ def test_agglomeration_resumes_from_its_work_folder(tmp_path):
     assert json.loads((tmp_path / "w" / "segments.done").read_text()) == list(range(8))
 
 
+def test_a_work_folder_of_an_older_fragment_rule_is_not_resumed(tmp_path):
+    lab = _blobs(seed=3)
+    offs = affinity_offsets((10, 10, 10), (30,))
+    affs = _noisy_affinities(lab, offs, seed=3)
+    neurons.agglomerate(affs, offs, block=(6, 20, 20), work=tmp_path / "w")
+    params = json.loads((tmp_path / "w" / "params.json").read_text())
+    params.pop("growth")  # as written before fragments grew in two stages
+    (tmp_path / "w" / "params.json").write_text(json.dumps(params))
+    with pytest.raises(ValueError, match="other settings"):
+        neurons.agglomerate(affs, offs, block=(6, 20, 20), work=tmp_path / "w")
+
+
 def test_threshold_sweep_trades_splits_for_merges():
     lab = _blobs(seed=2)
     offs = affinity_offsets((10, 10, 10), (30,))

@@ -54,6 +54,8 @@ METHODS = ("mws", "mean")
 _REM = np.int64(1) << np.int64(60)  # ids of fragments no seed reached start here
 _NN = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
 _STAGES = ("seeds", "fragments", "graph", "segments")
+#: how fragments grow (recorded in a work folder, so one made by an older rule is not resumed)
+_GROWTH = "linked-then-any"
 
 
 def _to_u8(block):
@@ -255,7 +257,7 @@ class Agglomerator:
     def params(self) -> dict:
         return {"offsets": self.offsets, "method": self.method, "threshold": self.threshold, "bias": self.bias,
                 "seed_threshold": self.seed_t, "grow_steps": self.grow, "link_threshold": self.link_t, "block": list(self.block),
-                "shape": list(self.shape)}
+                "shape": list(self.shape), "growth": _GROWTH}
 
     def open(self, resume=True):
         """Create (or, resuming with the same parameters, reopen) the work folder."""
