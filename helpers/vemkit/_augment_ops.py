@@ -347,11 +347,13 @@ def _plane_defects(st):
     m, _, h, w = img.shape
     f64 = torch.float64
 
-    def per_plane(values):
-        return values.to(img.dtype).to(st.device).view(-1, 1, 1, 1)
-
     def std(idx):
         return img[idx].std(dim=(2, 3), keepdim=True, correction=0)
+
+    def add(idx, field, amp):
+        """Add ``field`` (per firing plane) times ``amp`` standard deviations of each plane."""
+        scale = amp.to(img.dtype).to(st.device).view(-1, 1, 1, 1) * std(idx)
+        img[idx] = img[idx] + field.to(img.dtype).to(st.device) * scale
 
     if cfg.shading > 0:
         fire = st.fire("shading", shape).flatten()
@@ -361,7 +363,7 @@ def _plane_defects(st):
             idx = st.index(fire)
             field = torch.nn.functional.interpolate(ctrl[fire], size=(h, w), mode="bicubic", align_corners=True)
             field = field / field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-            img[idx] = img[idx] + field.to(img.dtype).to(st.device) * per_plane(amp[fire]) * std(idx)
+            add(idx, field, amp[fire])
 
     if cfg.stripes > 0:
         fire = st.fire("stripes", shape).flatten()
@@ -373,7 +375,7 @@ def _plane_defects(st):
             idx = st.index(fire)
             field = torch.where(rows[:, None, None], along_y[:, :, None].expand(m, h, w),
                                 along_x[:, None, :].expand(m, h, w))[fire][:, None]
-            img[idx] = img[idx] + field.to(img.dtype).to(st.device) * per_plane(amp[fire]) * std(idx)
+            add(idx, field, amp[fire])
 
     if cfg.fold > 0:
         fire = st.fire("fold", shape).flatten()

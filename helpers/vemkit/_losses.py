@@ -101,7 +101,6 @@ def extra_target_losses(extra_logits, labels, names):
     return sum(losses)
 
 
-
 def balanced_affinity_loss(logits, target, mask, max_weight: float = 50.0):
     """Binary cross-entropy on affinity channels, each channel's two classes weighted to count equally.
 
