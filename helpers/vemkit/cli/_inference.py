@@ -18,7 +18,7 @@ from ..metrics import evaluate
 from ..neurons import METHODS, is_affinity_model, segment_neurons
 from ..pixel_classifier import load_pixel_classifier
 from ..predict import predict_volume
-from ._options import add_common, amp_value, print_outputs, triple_arg, voxel_arg
+from ._options import add_common, amp_value, print_outputs, rescale_arg, triple_arg, voxel_arg
 
 __all__ = ["COMMANDS"]
 
@@ -40,6 +40,10 @@ def add_predict(sub):
                    help="context per side (default: the model's)")
     p.add_argument("--batch-size", type=int, help="blocks per network call (default: planned)")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
+    p.add_argument("--rescale", type=rescale_arg, default=1.0, metavar="FACTOR|auto",
+                   help="U-Nets: run the network on the image resized by FACTOR in y/x (> 1 magnifies; e.g. 0.5 when "
+                   "the objects look twice as large in pixels as in the model's training data); 'auto' tries 0.5-2 on "
+                   "a sample and keeps the factor the network is surest at (default 1)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask scheduler address (tcp://host:8786): spread blocks over its workers")
     p.add_argument("--no-resume", action="store_true", help="refuse to finish an interrupted run")
@@ -54,6 +58,9 @@ def run_predict(args):
     args.model = str(resolve_model(args.model))  # a shipped base model's name works as its folder
     kind = model_kind(args.model)  # a missing or unknown model directory is the API's error
     image = open_volume(args.image, voxel_size=args.voxel_size, warn_missing_voxel_size=False)
+    if args.rescale != 1.0 and (kind != UNET_KIND or is_affinity_model(args.model)):
+        raise ValueError("--rescale applies to semantic U-Nets only (not to random forests, whose features have "
+                         "their own scales, nor to affinity models, whose offsets are in image voxels)")
     if kind == UNET_KIND and is_affinity_model(args.model):  # neurons: affinities -> instance labels
         out = segment_neurons(args.model, image, args.out, method=args.agglomeration, threshold=args.threshold,
                               device=args.device, resume=not args.no_resume, overwrite=args.overwrite,
@@ -82,13 +89,16 @@ def _predict_network(args, image):
         res = predict_volume(args.model, image, args.out, block=args.block, halo=args.halo,
                              batch_size=args.batch_size, device=args.device, tta=args.tta, amp=amp_value(args.amp),
                              probabilities=args.probabilities, client=client, resume=not args.no_resume,
-                             overwrite=args.overwrite, progress=not args.quiet)
+                             overwrite=args.overwrite, progress=not args.quiet, rescale=args.rescale)
     finally:
         if client is not None:
             client.close()
     done = res.blocks - res.blocks_skipped
     print(f"predicted {done} of {res.blocks} blocks ({res.blocks_skipped} already done) on {res.device} in "
           f"{res.seconds:.1f} s ({res.voxels_per_second / 1e6:.2f} million voxels/s)")
+    factor = res.parameters.get("rescale", 1.0)
+    if args.rescale == "auto" or factor != 1.0:
+        print(f"rescale: the network saw the image at {factor:g}x its size" + (" (chosen by 'auto')" if args.rescale == "auto" else ""))
     print_outputs(res)
     return 0
 

@@ -13,7 +13,8 @@ from .._voxel import parse_voxel_size
 from ..annotate import open_annotations
 from ..io import open_volume
 
-__all__ = ["add_common", "add_volume_args", "amp_value", "load_annotations", "print_outputs", "triple_arg", "voxel_arg"]
+__all__ = ["add_common", "add_volume_args", "amp_value", "load_annotations", "print_outputs", "rescale_arg", "triple_arg",
+           "voxel_arg"]
 
 #: The one help text of each common option.
 COMMON_HELP = {
@@ -45,6 +46,16 @@ def voxel_arg(text):
     """Argument type of a voxel size ``Z,Y,X`` in nm (:func:`vemkit._voxel.parse_voxel_size`)."""
     try:
         return parse_voxel_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def rescale_arg(text):
+    """Argument type of ``--rescale``: a size factor or ``auto`` (:func:`vemkit.predict.check_rescale`)."""
+    from ..predict import check_rescale
+
+    try:
+        return check_rescale(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -16,6 +16,9 @@ spread over a dask cluster.
 - ``model="sam-auto[:<SAM model>]"`` (automatic SAM) and ``"cellpose[:<model>]"`` (Cellpose-SAM,
   optional package): section by section, objects linked across sections into instance labels
   (:mod:`._samauto`; resumable the same way).
+- Rescale: ``rescale=0.5`` runs the network on the image at half its size in y/x and resizes the
+  result back (objects larger in pixels than in the model's training data); ``rescale="auto"`` picks
+  the factor from a sample (:mod:`._rescale`).
 - Distributed: pass a ``dask.distributed`` client and the blocks are spread over its workers (one
   GPU each where there are GPUs); scheduling is dask's.
 
@@ -27,7 +30,9 @@ Not for: training (:mod:`vemkit.train`), random-forest models (:mod:`vemkit.pixe
 
 from ._planning import InferencePlan
 from ._predict import PredictionResult, estimate, predict_volume
+from ._rescale import AUTO_FACTORS, check_rescale
 from ._samauto import is_sam_auto, is_section_model
 from ._store import LOG_FILE, RUN_FILE  # noqa: F401  (the files beside an output; public, not in __all__)
 
-__all__ = ["InferencePlan", "PredictionResult", "estimate", "is_sam_auto", "is_section_model", "predict_volume"]
+__all__ = ["AUTO_FACTORS", "InferencePlan", "PredictionResult", "check_rescale", "estimate", "is_sam_auto",
+           "is_section_model", "predict_volume"]

@@ -29,6 +29,7 @@ from ..io import open_volume, write_tiff
 from ._execute import run_distributed, run_local
 from ._network import Network, probe_network, resolve_network
 from ._planning import InferencePlan, check_layout, check_plan_volume, plan_blocks, settings_from_plan
+from ._rescale import check_rescale, choose_rescale, rescaled_network
 from ._runner import Runner, Settings, time_batch
 from ._samauto import is_section_model, run_section_model
 from ._store import RunLog, create_output, finish_run, open_run
@@ -159,6 +160,7 @@ class _Options:
     ndim: int | None = None
     n_classes: int | None = None
     model_options: dict | None = None
+    rescale: object = 1.0
 
 
 @dataclass
@@ -178,6 +180,8 @@ class _Job:
     low: float
     high: float
     lut: tuple | None
+    rescale: float = 1.0
+    rescale_scores: dict | None = None
 
     @property
     def n_prob(self) -> int:
@@ -270,6 +274,7 @@ def _prepare(model, image, o: _Options, *, plan, client) -> _Job:
     data, voxel_size, source = _open_input(net, image)
     shape = tuple(int(s) for s in data.shape)
     check_plan_volume(plan, shape)
+    net, factor, scores, intensity = _rescale(net, data, o, dev, plan)
     halo = tuple(net.halo)
     plan_device = dev if dev is not None else torch.device("cpu")
     bp = plan_blocks(net, shape, plan_device, halo, triple(o.block, "block", minimum=1), o.batch_size,
@@ -281,9 +286,28 @@ def _prepare(model, image, o: _Options, *, plan, client) -> _Job:
     if voxel_size is None:
         raise ValueError("the image has no voxel size and neither has the model: pass a Volume that knows "
                          "it (open_volume(..., voxel_size=(z, y, x)))")
-    low, high, lut = _intensity(net, data, o.intensity_range)
+    low, high, lut = intensity or _intensity(net, data, o.intensity_range)
     return _Job(net=net, data=data, shape=shape, source=source, voxel_size=check_voxel_size(voxel_size), device=dev,
-                block=bp.block, halo=halo, batch_size=bp.batch_size, amp=amp, low=low, high=high, lut=lut)
+                block=bp.block, halo=halo, batch_size=bp.batch_size, amp=amp, low=low, high=high, lut=lut,
+                rescale=factor, rescale_scores=scores)
+
+
+def _rescale(net: Network, data, o: _Options, dev, plan):
+    """``(network, factor, auto scores or None, intensity or None)``: the network run at ``o.rescale``
+    (``"auto"``: :func:`._rescale.choose_rescale` on a sample, which needs the intensity range first)."""
+    factor = check_rescale(o.rescale)
+    if factor != 1.0 and plan is not None:
+        raise ValueError("rescale with plan=...: estimate() plans the network at the image's own pixel size; "
+                         "pass block= and batch_size= instead of plan")
+    if factor != 1.0 and any(t.startswith("aff_") for t in net.extra_targets):
+        raise ValueError("rescale does not apply to an affinity model: its offsets are in image voxels")
+    scores = intensity = None
+    if factor == "auto":
+        intensity = _intensity(net, data, o.intensity_range)
+        low, high, lut = intensity
+        factor, scores = choose_rescale(net, data, low, 1.0 / (high - low), lut,
+                                        device=dev if dev is not None else "cpu", progress=o.progress)
+    return rescaled_network(net, factor, halo_given=o.halo is not None), factor, scores, intensity
 
 
 def _parameters(job: _Job, o: _Options) -> dict:
@@ -295,6 +319,7 @@ def _parameters(job: _Job, o: _Options) -> dict:
         "block": list(job.block),
         "halo": list(job.halo),
         "tta": bool(o.tta),
+        "rescale": job.rescale,
         "amp": job.amp,
         "probabilities": bool(o.probabilities),
         "labels": bool(o.labels),
@@ -350,8 +375,8 @@ def _run_section_model(model, image, root: Path, o: _Options, *, plan, client) -
     given = [name for name, value in (("block", o.block), ("halo", o.halo), ("batch_size", o.batch_size),
                                       ("plan", plan), ("client", client), ("memory_limit", o.memory_limit),
                                       ("intensity_range", o.intensity_range)) if value is not None]
-    given += [name for name, value in (("tta", o.tta), ("probabilities", o.probabilities), ("compile", o.compile))
-              if value]
+    given += [name for name, value in (("tta", o.tta), ("probabilities", o.probabilities), ("compile", o.compile),
+                                       ("rescale", o.rescale != 1.0)) if value]
     if given or not o.labels:
         what = ", ".join(given) or "labels=False"
         raise ValueError(f"{model.split(':')[0]} segments whole sections into objects (labels only); {what} does not "
@@ -438,7 +463,8 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                    amp="auto", intensity_range=None, client=None, resume: bool = True, overwrite: bool = False,
                    pyramid: bool = True, version: str = "0.4", memory_limit=None, compile: bool = False,
                    prefetch: int = 2, progress: bool = True, ndim: int | None = None, n_classes: int | None = None,
-                   plan: InferencePlan | None = None, model_options: dict | None = None) -> PredictionResult:
+                   plan: InferencePlan | None = None, model_options: dict | None = None,
+                   rescale=1.0) -> PredictionResult:
     """Predict a whole volume with a network, block by block, into OME-Zarr.
 
     Parameters
@@ -466,12 +492,11 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
         Blocks per network call (default: 1 on CPU, as many as fit on a GPU, at most 16).
     device : str
         ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``; a missing device is an error.
-    tta : bool
-        Test-time augmentation: average the probabilities over all flips (4 in 2D, 8 in 3D).
-    probabilities, labels : bool
-        Which results to write.
-    prob_dtype : {"uint8", "float16", "float32"}
-        uint8 stores probability x 255, rounded.
+    tta, rescale : bool, float or "auto"
+        Average over all flips (4 in 2D, 8 in 3D); run the network on the image resized by ``rescale`` in
+        y/x (:mod:`._rescale`; "auto": chosen on a sample; the factor used: ``parameters["rescale"]``).
+    probabilities, labels, prob_dtype : bool, bool, {"uint8", "float16", "float32"}
+        Which results to write; uint8 stores probability x 255, rounded.
     amp : {"auto", "bf16", "fp16", False}
         Mixed precision. "auto": CUDA bf16 where supported, else fp16; a CPU with AMX bf16, else
         float32 (:func:`vemkit._precision.resolve_amp`). False: float32 everywhere.
@@ -529,7 +554,7 @@ def predict_volume(model, image, output, *, block=None, halo=None, batch_size: i
                        probabilities=probabilities, prob_dtype=prob_dtype, amp=amp, intensity_range=intensity_range,
                        resume=resume, overwrite=overwrite, pyramid=pyramid, version=version, compile=compile,
                        memory_limit=memory_limit, prefetch=prefetch, progress=progress, ndim=ndim, n_classes=n_classes,
-                       model_options=model_options)
+                       model_options=model_options, rescale=rescale)
     if str(output).lower().endswith(_TIFF_SUFFIXES):
         return _run_tiff(model, image, Path(output), options, plan=plan, client=client)
     return _run(model, image, Path(output), options, plan=plan, client=client)
