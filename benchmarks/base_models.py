@@ -67,16 +67,34 @@ def load_stack(name):
     return d.image, {k: np.asarray(v.data) > 0 for k, v in d.labels.items() if k in TARGETS[name].values()}
 
 
-def predict_classes(model, image, workdir, tag, device="cpu"):
+def predict_classes(model, image, workdir, tag, device="cpu", rescale=1.0):
+    """Labels of ``image`` and the rescale factor the prediction used."""
     from vemkit.io import open_volume
     from vemkit.predict import predict_volume
 
-    res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, overwrite=True, progress=False)
-    return np.asarray(open_volume(res.labels).data)
+    res = predict_volume(model, image, Path(workdir) / f"{tag}.ome.zarr", device=device, overwrite=True, progress=False,
+                         rescale=rescale)
+    return np.asarray(open_volume(res.labels).data), res.parameters["rescale"]
 
 
-def zero_shot(model_path, device="cpu", datasets=None):
-    """IoU per (dataset, class) of a model with no fine-tuning: all sections and the test split."""
+def resample_sections(image, labels, pixel):
+    """The stack as a microscope with ``pixel`` times the pixel size would record it (sections zoomed
+    by 1 / pixel: grey values linear, labels nearest)."""
+    from scipy import ndimage
+
+    from vemkit._volume import Volume
+
+    img = np.stack([ndimage.zoom(s.astype(np.float32), 1 / pixel, order=1) for s in np.asarray(image.data)])
+    img = img.round().clip(0, 255).astype(np.uint8)
+    labels = {k: np.stack([ndimage.zoom(s.astype(np.uint8), 1 / pixel, order=0) for s in v]).astype(bool)
+              for k, v in labels.items()}
+    vs = tuple(v * f for v, f in zip(image.voxel_size, (1, pixel, pixel)))
+    return Volume.from_array(img, voxel_size=vs, source=f"{image.source} x{pixel:g}"), labels
+
+
+def zero_shot(model_path, device="cpu", datasets=None, rescale=1.0, pixel=1.0):
+    """IoU per (dataset, class) of a model with no fine-tuning: all sections and the test split
+    (``pixel`` != 1: the sections resampled as by a microscope with that many times the pixel size)."""
     from vemkit.models import load_model
     from vemkit.pretrain import class_index
 
@@ -86,18 +104,20 @@ def zero_shot(model_path, device="cpu", datasets=None):
     with tempfile.TemporaryDirectory() as tmp:
         for name in datasets or TARGETS:
             image, labels = load_stack(name)
+            if pixel != 1.0:
+                image, labels = resample_sections(image, labels, pixel)
             t0 = time.perf_counter()
-            pred = predict_classes(model, image, tmp, name, device)
+            pred, factor = predict_classes(model, image, tmp, name, device, rescale)
             for cls, key in TARGETS[name].items():
                 mask = pred == class_index(model, cls)
                 truth = labels[key]
                 test = TEST_SPLIT.get(name, (None, list(range(truth.shape[0]))))[1]
                 r = {"iou_all": round(_iou(mask, truth), 3), "iou_test": round(_iou(mask[test], truth[test]), 3),
-                     "seen": name in seen}
+                     "seen": name in seen, "rescale": factor}
                 results[f"{name} {cls}"] = r
                 note = " (seen in pretraining)" if name in seen else ""
                 print(f"{name:22s} {cls:13s} IoU all {r['iou_all']:.3f}  test split {r['iou_test']:.3f}{note}  "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                      f"rescale {factor:g} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return results
 
 
@@ -161,7 +181,7 @@ def leave_one_out(args):
             entry = {"model": str(path), "pretrain_seconds": record["seconds"],
                      "pretrain_iterations": record["iterations"], "pretrain_device": record["device"]}
         if not args.skip_zero_shot:
-            entry["zero_shot"] = zero_shot(path, args.device, [name])[f"{name} mitochondria"]
+            entry["zero_shot"] = zero_shot(path, args.device, [name], args.rescale)[f"{name} mitochondria"]
         for k in [int(v) for v in args.shots.split(",")] if args.shots else []:
             entry[f"{k}_sections"] = finetune_row(name, path, k, args.finetune_minutes, args.device, args.work,
                                                   args.methods.split(","))
@@ -184,10 +204,15 @@ def main(argv=None):
                    help="fine-tuning rows: which of finetuned, scratch, random_forest (run them as parallel jobs)")
     p.add_argument("--datasets", help="MODEL mode: comma-separated subset of " + ", ".join(TARGETS))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rescale", default="1", help="zero-shot prediction at this size factor, or 'auto' "
+                   "(vemkit.predict.predict_volume's rescale; default 1: the image as it is)")
+    p.add_argument("--pixel", type=float, default=1.0, help="MODEL mode: score on the sections resampled as a "
+                   "microscope with this many times the pixel size would record them (e.g. 2: 9.2 nm VNC)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--write-card", action="store_true",
                    help="MODEL mode: append the measured table to the model's MODEL_CARD.md and training.json")
     args = p.parse_args(argv)
+    args.rescale = args.rescale if args.rescale == "auto" else float(args.rescale)
     if args.leave_one_out:
         leave_one_out(args)
         return
@@ -197,7 +222,8 @@ def main(argv=None):
 
     path = Path(args.model) if Path(args.model).is_dir() else base_model_path(args.model)
     t0 = time.perf_counter()
-    results = zero_shot(path, args.device, args.datasets.split(",") if args.datasets else None)
+    results = zero_shot(path, args.device, args.datasets.split(",") if args.datasets else None, args.rescale,
+                        args.pixel)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "results": results}, indent=1))
     if args.write_card:
