@@ -215,6 +215,7 @@ def _check_04(m, out_dir, params, real):
     if params["DATASET"] == "synthetic":  # a fresh phantom: every section is unseen
         assert zs["model"] == "em2d-mito" and zs["sections"] == list(range(m["crop_zyx"][0]))
         assert 0.0 <= zs["iou_zero_shot"] <= 1.0 and 0.0 <= zs["iou_this_model"] <= 1.0
+        assert zs["rescale"] in (0.5, 0.7, 1.0, 1.4, 2.0)  # ZERO_SHOT_RESCALE = "auto": one of the factors tried
     else:  # VNC sections 0-3 were in em2d-mito's pretraining: no figure rather than an inflated one
         assert zs is None
 
