@@ -133,6 +133,16 @@ def test_cli_rescale(tmp_path, capsys):
         main(["predict", "--model", "em2d-mito", "--image", str(tmp_path / "img.tif"), "--out",
               str(tmp_path / "o.ome.zarr"), "--rescale", "huge"])
     assert err.value.code == 2 and "--rescale" in capsys.readouterr().err
+    from vemkit.pixel_classifier import PixelClassifier
+
+    img = (_squares(8, n=2, size=64) * 200).astype(np.uint8)
+    ann = (img > 0).astype(np.uint8) + 1
+    PixelClassifier(["background", "square"], n_estimators=3).fit(img, ann, voxel_size=(50, 5, 5), progress=False).save(
+        tmp_path / "forest")
+    assert main(["predict", "--model", str(tmp_path / "forest"), "--image", str(tmp_path / "img.tif"), "--out",
+                 str(tmp_path / "f.ome.zarr"), "--rescale", "0.5"]) == 2
+    assert "--rescale applies to semantic U-Nets only" in capsys.readouterr().err
+    assert not (tmp_path / "f.ome.zarr").exists()
     code = main(["predict", "--model", "em2d-small", "--image", str(tmp_path / "img.tif"), "--out",
                  str(tmp_path / "o.ome.zarr"), "--rescale", "auto", "--device", "cpu", "--quiet"])
     out = capsys.readouterr().out
@@ -163,3 +173,21 @@ def test_auto_rescale_recovers_mitochondria_at_a_coarser_pixel_size(shared_data,
     # measured 2026-12-04: rescale 1 -> IoU 0.797; auto -> 2.0, IoU 0.894
     assert scores["auto"][0] in (1.4, 2.0), scores
     assert scores["auto"][1] > scores[1.0][1] + 0.05, scores
+
+
+@pytest.mark.slow
+def test_rescaled_prediction_on_a_dask_cluster_equals_the_local_one(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from vemkit.io import write_ome_zarr
+
+    torch.manual_seed(0)
+    SegmentationModel(UNet(ndim=2, base_channels=4, depth=2), ["bg", "fg"], voxel_size=(50, 5, 5)).save(tmp_path / "m")
+    write_ome_zarr(np.random.default_rng(0).random((4, 128, 128)).astype(np.float32), tmp_path / "img.ome.zarr",
+                   voxel_size=(50, 5, 5), progress=False)
+    kw = {"device": "cpu", "block": (2, 64, 64), "rescale": 0.7, "progress": False}
+    local = predict_volume(tmp_path / "m", tmp_path / "img.ome.zarr", tmp_path / "a.ome.zarr", **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = predict_volume(tmp_path / "m", tmp_path / "img.ome.zarr", tmp_path / "b.ome.zarr", client=client, **kw)
+    assert res.parameters["rescale"] == 0.7 and res.blocks == local.blocks == 8
+    np.testing.assert_array_equal(np.asarray(open_volume(local.labels).data), np.asarray(open_volume(res.labels).data))
