@@ -434,6 +434,16 @@ def test_objects_3d_defaults_and_bad_input():
         viz.objects_3d(labels, max_objects=0)
 
 
+def test_objects_3d_draws_a_thin_wide_object_within_the_face_budget():
+    """A mitochondrion in one or two SBF-SEM sections, wide in plane (notebook 05 on cdeep3m_mito): the
+    coarse grid that keeps the faces in budget used to step over its surface (skimage: no surface)."""
+    for depth in (1, 2):
+        labels = np.zeros((4, 400, 400), np.uint16)
+        labels[1 : 1 + depth, 50:350, 50:350] = 5
+        fig = viz.objects_3d(labels, [5], voxel_size=(40, 5.9, 5.9), max_faces=1000)
+        assert len(fig.axes[0].collections) == 1
+
+
 def test_objects_3d_and_table_view_render_in_executed_notebook(tmp_path):
     """Without a widget front end (papermill, nbconvert, CI) the 3D view is a PNG and the table view
     an HTML table, both stored in the notebook."""

@@ -158,8 +158,13 @@ def _object_meshes(labels, boxes, draw_vs, budget):
         field = object_field(labels[box] == i, draw_vs)
         verts, faces = object_mesh(field, draw_vs)
         if len(faces) > budget:  # a coarser grid: faces shrink with the square of the step
-            step = int(math.ceil(math.sqrt(len(faces) / budget)))
-            verts, faces = object_mesh(field, draw_vs, step_size=min(step, max(2, min(field.shape) - 1)))
+            step = min(int(math.ceil(math.sqrt(len(faces) / budget))), max(2, min(field.shape) - 1))
+            while step > 1:
+                try:
+                    verts, faces = object_mesh(field, draw_vs, step_size=step)
+                    break
+                except RuntimeError:  # the coarse grid stepped over a thin object's surface: a finer one
+                    step -= 1
         origin = np.array([(s.start - p) * v for s, p, v in zip(box, PAD, draw_vs)])
         meshes.append((i, verts + origin, faces))
     return meshes
