@@ -20,6 +20,7 @@ RUNS = {
     "01_load_and_explore": [
         ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 6, "CROP_YX": 128}, False),
         ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 6, "CROP_YX": 256}, True),
+        ("cdeep3m", {"QUICK": True, "DATASET": "cdeep3m_mito", "MAX_SECTIONS": 4, "CROP_YX": 256}, True),
     ],
     "02_annotate": [
         ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 4, "CROP_YX": 128, "N_TREES": 10,
@@ -38,10 +39,13 @@ RUNS = {
                        "USE_DASK": True, "N_WORKERS": 2}, False),
         ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 4, "CROP_YX": 512, "DEVICE": "cpu",
                  "USE_DASK": False}, True),
+        ("cdeep3m", {"QUICK": True, "DATASET": "cdeep3m_mito", "MAX_SECTIONS": 4, "CROP_YX": 256, "DEVICE": "cpu",
+                     "USE_DASK": False}, True),
     ],
     "05_quantify": [
         ("synthetic", {"QUICK": True, "DATASET": "synthetic", "MAX_SECTIONS": 8, "CROP_YX": 160, "SKELETON": False}, False),
         ("vnc", {"QUICK": True, "DATASET": "drosophila_vnc_sstem", "MAX_SECTIONS": 10, "CROP_YX": 512}, True),
+        ("cdeep3m", {"QUICK": True, "DATASET": "cdeep3m_mito", "MAX_SECTIONS": 4, "CROP_YX": 256}, True),
     ],
     "06_domain_adaptation": [
         ("synthetic", {"QUICK": True, "SOURCE": "synthetic", "SOURCE_SECTIONS": 3, "CROP_YX": 128, "TARGET_SECTIONS": 8,
@@ -157,7 +161,9 @@ def _check_01(m, out_dir, params, real):
     ious = m["iou"]
     assert set(ious) == {"global threshold 0.3", "Otsu", "Li", "Otsu + clean-up + watershed"}
     assert all(0.0 <= v <= 1.0 for v in ious.values())
-    if real:
+    if params["DATASET"] == "cdeep3m_mito":  # SBF-SEM, issue 20's dataset
+        assert m["voxel_size_nm_zyx"] == [40.0, 5.9, 5.9]
+    elif real:
         # the lesson of the notebook, in numbers: on real ssTEM no grey-value rule gets near a useful IoU
         assert m["voxel_size_nm_zyx"] == [50.0, 4.6, 4.6]
         assert max(ious.values()) < 0.4 and m["best_oracle_threshold_iou"] < 0.4
@@ -216,7 +222,7 @@ def _check_04(m, out_dir, params, real):
         assert zs["model"] == "em2d-mito" and zs["sections"] == list(range(m["crop_zyx"][0]))
         assert 0.0 <= zs["iou_zero_shot"] <= 1.0 and 0.0 <= zs["iou_this_model"] <= 1.0
         assert zs["rescale"] in (0.5, 0.7, 1.0, 1.4, 2.0)  # ZERO_SHOT_RESCALE = "auto": one of the factors tried
-    else:  # VNC sections 0-3 were in em2d-mito's pretraining: no figure rather than an inflated one
+    else:  # VNC sections 0-3 / CDeep3M's 'training' volume were in em2d-mito's pretraining: no inflated figure
         assert zs is None
 
 
@@ -234,8 +240,15 @@ def _check_05(m, out_dir, params, real):
     scores = m["instance_scores"]
     assert 0 <= scores["adapted_rand_error"] <= 1 and scores["vi_split"] >= 0
     # the mask is the truth itself (run alone): every error comes from the instance step
-    assert scores["ap"]["0.5"] >= 0.6, scores  # measured: 0.67 (phantom crop), 0.83 (VNC crop)
-    if real:
+    if params["DATASET"] == "cdeep3m_mito":
+        # measured 0.25 on this 4 x 256² crop (0.35 on 10 x 512²): the defaults made for VNC (seeds 100 nm apart,
+        # objects >= 2e6 nm³) split CDeep3M's smaller mitochondria and drop the slivers the crop cuts off
+        assert scores["tp"] >= 1 and 0.0 < scores["ap"]["0.5"] <= 1.0, scores
+    else:
+        assert scores["ap"]["0.5"] >= 0.6, scores  # measured: 0.67 (phantom crop), 0.83 (VNC crop)
+    if params["DATASET"] == "cdeep3m_mito":  # mitochondria labels only: no membranes to measure against
+        assert m["voxel_size_nm_zyx"] == [40.0, 5.9, 5.9]
+    elif real:
         assert m["voxel_size_nm_zyx"] == [50.0, 4.6, 4.6]
         assert "distance_to_membranes_nm" in table
 
