@@ -1,5 +1,7 @@
 """Prediction at another pixel size (``rescale``): right geometry, right semantics, blockwise, refusals."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,12 @@ def test_rescale_lets_a_small_object_detector_find_large_objects(tmp_path):
     # auto tries every factor and keeps one at which the squares are found (not the native size)
     auto, res = _labels(model, img, tmp_path, "auto", rescale="auto")
     assert res.parameters["rescale"] in (0.5, 0.7) and _iou(auto > 0, truth) > 0.6
+    from vemkit.predict import RUN_FILE
+
+    record = json.loads((tmp_path / "auto.ome.zarr" / RUN_FILE).read_text())  # why it chose: each factor's score
+    scores = record["rescale_auto_scores"]
+    assert set(scores) == {"0.5", "0.7", "1", "1.4", "2"}
+    assert max(scores, key=lambda k: scores[k] or 0) == f"{res.parameters['rescale']:g}"
 
 
 def test_rescaled_module_keeps_shape_and_values_of_a_pointwise_network():

@@ -410,6 +410,9 @@ def _run(model, image, root: Path, o: _Options, *, plan, client) -> PredictionRe
                              job.net.n_classes, o.version)
 
     info = {"classes": job.net.classes, "extra_targets": job.net.extra_targets, "batch_size": job.batch_size}
+    if job.rescale_scores:  # why 'auto' chose its factor: the score of each factor tried (None: nothing found)
+        info["rescale_auto_scores"] = {f"{k:g}": (round(v, 5) if np.isfinite(v) else None)
+                                       for k, v in job.rescale_scores.items()}
     done, record = open_run(root, params, overwrite=o.overwrite, resume=o.resume, create=create, info=info)
     if -1 in done:  # a finished output: nothing to do
         return _result(root, job, o, len(starts), len(starts), t_start, 0, plan_device, params)
