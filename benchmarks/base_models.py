@@ -198,6 +198,12 @@ def leave_one_out(args):
     return results
 
 
+def _rescale_arg(text):
+    from vemkit.predict import check_rescale  # the checks and messages predict_volume itself uses
+
+    return check_rescale(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", nargs="?", help="shipped base model name or model directory (zero-shot scores)")
@@ -211,7 +217,7 @@ def main(argv=None):
                    help="fine-tuning rows: which of finetuned, scratch, random_forest (run them as parallel jobs)")
     p.add_argument("--datasets", help="MODEL mode: comma-separated subset of " + ", ".join(TARGETS))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rescale", default="1", help="zero-shot prediction at this size factor, or 'auto' "
+    p.add_argument("--rescale", type=_rescale_arg, default=1.0, help="zero-shot prediction at this size factor, or 'auto' "
                    "(vemkit.predict.predict_volume's rescale; default 1: the image as it is)")
     p.add_argument("--pixel", type=float, default=1.0, help="MODEL mode: score on the sections resampled as a "
                    "microscope with this many times the pixel size would record them (e.g. 2: 9.2 nm VNC)")
@@ -219,7 +225,6 @@ def main(argv=None):
     p.add_argument("--write-card", action="store_true",
                    help="MODEL mode: append the measured table to the model's MODEL_CARD.md and training.json")
     args = p.parse_args(argv)
-    args.rescale = args.rescale if args.rescale == "auto" else float(args.rescale)
     if args.leave_one_out:
         leave_one_out(args)
         return
